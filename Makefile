@@ -1,0 +1,32 @@
+# Developer shortcuts. The README's two quick-start commands work without make.
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: install run test lint format sim
+
+$(BIN)/ratesvc: pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+install: $(BIN)/ratesvc
+
+run: install
+	$(BIN)/ratesvc run
+
+sim: install
+	$(BIN)/ratesvc sim
+
+test: install
+	$(BIN)/python -m pytest
+
+lint: install
+	$(BIN)/black --check --diff src tests aerich_migrations
+	$(BIN)/isort --check-only --diff src tests aerich_migrations
+	$(BIN)/pylint src/ratesvc tests
+
+format: install
+	$(BIN)/isort src tests aerich_migrations
+	$(BIN)/black src tests aerich_migrations

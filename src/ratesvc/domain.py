@@ -1,0 +1,218 @@
+"""Domain values shared by every layer: quotes, legs, rate ticks, source status, and their codecs.
+
+Imports nothing from ratesvc and does no I/O.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass, field
+from decimal import Decimal
+from enum import StrEnum
+
+import orjson
+
+EXCHANGERS: tuple[str, ...] = ("binance", "coingecko")
+
+# The stable order in which directions are listed in every response.
+DIRECTIONS: tuple[str, ...] = (
+    "BTC-USD",
+    "BTC-RUB",
+    "ETH-USD",
+    "ETH-RUB",
+    "USDTTRC-USD",
+    "USDTTRC-RUB",
+    "USDTERC-USD",
+    "USDTERC-RUB",
+)
+DIRECTION_INDEX: dict[str, int] = {d: i for i, d in enumerate(DIRECTIONS)}
+
+# Values are quantized to this many decimal places before they are published.
+VALUE_PLACES = 8
+_QUANT = Decimal(1).scaleb(-VALUE_PLACES)
+
+
+def now_ms() -> int:
+    """Wall-clock milliseconds since the epoch."""
+    return time.time_ns() // 1_000_000
+
+
+def quantize(value: Decimal) -> Decimal:
+    """Round a value to VALUE_PLACES decimals and drop trailing zeros (never scientific)."""
+    q = value.quantize(_QUANT).normalize()
+    # normalize() turns 100 into 1E+2; put the exponent back to 0 for whole numbers
+    return q.quantize(Decimal(1)) if q == q.to_integral() else q
+
+
+class Transport(StrEnum):
+    """How a quote reached the collector."""
+
+    WS = "ws"
+    REST = "rest"
+
+
+class SourceState(StrEnum):
+    """A source's health as the collector sees it."""
+
+    UP = "up"
+    STALE = "stale"
+    DOWN = "down"
+
+
+@dataclass(frozen=True, slots=True)
+class Quote:
+    """One raw market observation from a source, before any derivation.
+
+    `symbol` is normalised as BASE/QUOTE (``BTC/USDT``, ``USDT/RUB``); `ts_ms` is the exchange's
+    time when it sends one, else the local receive time.
+    """
+
+    source: str
+    symbol: str
+    price: Decimal
+    ts_ms: int
+    transport: Transport = Transport.WS
+
+
+@dataclass(frozen=True, slots=True)
+class Leg:
+    """One input of a derived value, kept so every value can be audited and aged."""
+
+    source: str
+    symbol: str
+    price: Decimal
+    ts_ms: int
+    max_age_ms: int
+
+    def is_stale(self, at_ms: int) -> bool:
+        """True when this leg is older than its own freshness limit."""
+        return at_ms - self.ts_ms > self.max_age_ms
+
+    def to_json(self) -> list:
+        """Compact list form used on the wire and in Postgres."""
+        return [self.source, self.symbol, str(self.price), self.ts_ms, self.max_age_ms]
+
+    @classmethod
+    def from_json(cls, raw: list) -> Leg:
+        """Inverse of to_json."""
+        return cls(raw[0], raw[1], Decimal(raw[2]), int(raw[3]), int(raw[4]))
+
+
+@dataclass(frozen=True, slots=True)
+class RateTick:
+    """The value of one direction from one exchanger at one moment, with the legs it came from.
+
+    `ts_ms` is the timestamp of the newest leg (when this value was last confirmed); freshness is
+    judged per leg (`is_stale`). `transport` is ``ws`` unless any leg came over REST.
+    """
+
+    exchanger: str
+    direction: str
+    value: Decimal
+    ts_ms: int
+    legs: tuple[Leg, ...]
+    transport: Transport = Transport.WS
+    tick_id: str = field(default="", compare=False)
+
+    def __post_init__(self) -> None:
+        if not self.tick_id:
+            object.__setattr__(self, "tick_id", tick_id_for(self))
+
+    def is_stale(self, at_ms: int) -> bool:
+        """A value is stale when any of its legs is."""
+        return any(leg.is_stale(at_ms) for leg in self.legs)
+
+    def stale_at_ms(self) -> int:
+        """The first moment at which this value turns stale."""
+        return min(leg.ts_ms + leg.max_age_ms for leg in self.legs) + 1
+
+    @property
+    def key(self) -> str:
+        """Key of the latest-value table: ``exchanger:direction``."""
+        return f"{self.exchanger}:{self.direction}"
+
+    def to_fields(self) -> dict[str, str]:
+        """Stream/hash codec: flat string fields."""
+        return {
+            "kind": "tick",
+            "id": self.tick_id,
+            "exchanger": self.exchanger,
+            "direction": self.direction,
+            "value": str(self.value),
+            "ts_ms": str(self.ts_ms),
+            "transport": str(self.transport),
+            "legs": orjson.dumps([leg.to_json() for leg in self.legs]).decode(),
+        }
+
+    @classmethod
+    def from_fields(cls, fields: dict) -> RateTick:
+        """Inverse of to_fields; takes str or bytes keys and values. Raises KeyError/ValueError."""
+        f = _decode(fields)
+        return cls(
+            exchanger=f["exchanger"],
+            direction=f["direction"],
+            value=Decimal(f["value"]),
+            ts_ms=int(f["ts_ms"]),
+            legs=tuple(Leg.from_json(raw) for raw in orjson.loads(f["legs"])),
+            transport=Transport(f.get("transport", "ws")),
+            tick_id=f.get("id", ""),
+        )
+
+
+def tick_id_for(tick: RateTick) -> str:
+    """Deterministic id: the same tick published twice has the same id (idempotency key)."""
+    raw = f"{tick.exchanger}|{tick.direction}|{tick.ts_ms}|{tick.value}".encode()
+    return hashlib.blake2b(raw, digest_size=16).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class SourceStatus:
+    """A source's health event as published by the collector."""
+
+    source: str
+    state: SourceState
+    ts_ms: int
+    transport: Transport = Transport.WS
+    reason: str = ""
+
+    def to_fields(self) -> dict[str, str]:
+        """Stream/hash codec: flat string fields."""
+        return {
+            "kind": "status",
+            "source": self.source,
+            "state": str(self.state),
+            "ts_ms": str(self.ts_ms),
+            "transport": str(self.transport),
+            "reason": self.reason,
+        }
+
+    @classmethod
+    def from_fields(cls, fields: dict) -> SourceStatus:
+        """Inverse of to_fields. Raises KeyError/ValueError."""
+        f = _decode(fields)
+        return cls(
+            source=f["source"],
+            state=SourceState(f["state"]),
+            ts_ms=int(f["ts_ms"]),
+            transport=Transport(f.get("transport", "ws")),
+            reason=f.get("reason", ""),
+        )
+
+
+def event_from_fields(fields: dict) -> RateTick | SourceStatus:
+    """Decode one stream entry into the event it carries. Raises KeyError/ValueError on junk."""
+    f = _decode(fields)
+    kind = f.get("kind")
+    if kind == "tick":
+        return RateTick.from_fields(f)
+    if kind == "status":
+        return SourceStatus.from_fields(f)
+    raise ValueError(f"unknown event kind {kind!r}")
+
+
+def _decode(fields: dict) -> dict[str, str]:
+    return {
+        (k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
+        for k, v in fields.items()
+    }

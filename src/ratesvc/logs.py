@@ -1,0 +1,72 @@
+"""Logging: one loguru sink for ratesvc, uvicorn and every standard-library logger.
+
+Levels mean: DEBUG frames and decisions; INFO connections, failovers, start/stop; WARNING retries,
+stale data, skipped frames; ERROR a dependency failing; CRITICAL cannot serve.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+from loguru import logger
+
+FORMAT = (
+    "<green>{time:YYYY-MM-DD HH:mm:ss.SSS}</green> <level>{level: <8}</level> "
+    "<cyan>{extra[role]}</cyan> {extra[source]}{message}"
+)
+
+# Libraries whose INFO chatter is DEBUG for us (per-request access lines, per-frame websocket logs).
+_QUIET = {"uvicorn.access": logging.WARNING, "websockets": logging.INFO, "tortoise": logging.INFO}
+
+
+class InterceptHandler(logging.Handler):
+    """Route a standard-library record to loguru, keeping its level and caller."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            level: str | int = logger.level(record.levelname).name
+        except ValueError:
+            level = record.levelno
+        frame, depth = logging.currentframe(), 2
+        while frame is not None and frame.f_code.co_filename == logging.__file__:
+            frame, depth = frame.f_back, depth + 1
+        logger.opt(depth=depth, exception=record.exc_info).log(level, record.getMessage())
+
+
+def _source_prefix(record: dict) -> bool:
+    source = record["extra"].get("source")
+    record["extra"]["source"] = (
+        f"[{source}] " if source and not str(source).startswith("[") else (source or "")
+    )
+    record["extra"].setdefault("role", "ratesvc")
+    return True
+
+
+def configure_logging(level: str = "INFO", *, role: str = "ratesvc") -> None:
+    """Install the one stderr sink at `level`; route stdlib logging (uvicorn included) to it."""
+    logger.remove()
+    logger.configure(extra={"role": role, "source": ""})
+    logger.add(
+        sys.stderr,
+        level=level,
+        format=FORMAT,
+        filter=_source_prefix,
+        backtrace=False,
+        diagnose=False,
+        enqueue=False,
+    )
+    logging.basicConfig(handlers=[InterceptHandler()], level=0, force=True)
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access", "fastapi", "asyncio"):
+        lib = logging.getLogger(name)
+        lib.handlers = [InterceptHandler()]
+        lib.propagate = False
+    for name, lib_level in _QUIET.items():
+        if logging.getLevelName(level) <= logging.DEBUG and name != "uvicorn.access":
+            continue
+        logging.getLogger(name).setLevel(lib_level)
+
+
+def uvicorn_log_config() -> dict:
+    """A uvicorn log_config that leaves handlers to our InterceptHandler (no duplicate lines)."""
+    return {"version": 1, "disable_existing_loggers": False}

@@ -1,0 +1,76 @@
+"""Every Prometheus object ratesvc exports (ratesvc_*), plus serving them from non-HTTP roles.
+
+Labels stay low-cardinality: `source`/`exchanger` (2 values), `direction` (8, fixed), `state`.
+API workers running several processes use prometheus_client's multiprocess mode when
+PROMETHEUS_MULTIPROC_DIR is set (see api/app.py).
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
+
+# --- sources / collector
+SOURCE_UP = Gauge("ratesvc_source_up", "1 while the source delivers data", ["source"])
+SOURCE_LAST_TICK = Gauge(
+    "ratesvc_source_last_tick_timestamp_seconds", "Receive time of the last quote", ["source"]
+)
+SOURCE_QUOTES = Counter("ratesvc_source_quotes_total", "Quotes parsed from a source", ["source"])
+SOURCE_RECONNECTS = Counter(
+    "ratesvc_source_reconnects_total", "Connection attempts after a failure", ["source"]
+)
+SOURCE_ERRORS = Counter(
+    "ratesvc_source_errors_total", "Source failures by kind", ["source", "kind"]
+)
+SOURCE_SKIPPED_FRAMES = Counter(
+    "ratesvc_source_skipped_frames_total", "Frames counted and skipped (junk, unknown)", ["source"]
+)
+SOURCE_STALE = Counter(
+    "ratesvc_source_stale_total", "Watchdog firings: no data within the limit", ["source"]
+)
+TICKS_PUBLISHED = Counter(
+    "ratesvc_ticks_published_total", "Direction values published to the stream", ["exchanger"]
+)
+PUBLISH_ERRORS = Counter("ratesvc_publish_errors_total", "Failed publishes to Redis")
+COLLECTOR_BUFFER = Gauge(
+    "ratesvc_collector_buffer_events", "Events buffered in memory while Redis is unreachable"
+)
+
+# --- persister
+PERSISTER_ROWS = Counter("ratesvc_persister_rows_total", "Rows inserted into Postgres")
+PERSISTER_DUPLICATES = Counter(
+    "ratesvc_persister_duplicates_total", "Redelivered ticks skipped by the unique key"
+)
+PERSISTER_BATCH_SECONDS = Histogram(
+    "ratesvc_persister_batch_seconds",
+    "Time to commit one batch",
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
+PERSISTER_CLAIMED = Counter(
+    "ratesvc_persister_claimed_total", "Entries claimed from dead consumers"
+)
+PERSISTER_DEAD = Counter("ratesvc_persister_dead_letter_total", "Poison entries dead-lettered")
+PERSISTER_ERRORS = Counter("ratesvc_persister_errors_total", "Failed batches (retried)")
+PERSISTER_PRUNED = Counter("ratesvc_persister_pruned_rows_total", "Rows removed by retention")
+STREAM_LENGTH = Gauge("ratesvc_stream_length", "Entries in ratesvc:ticks")
+STREAM_PENDING = Gauge("ratesvc_stream_pending", "Entries pending in the persister group")
+
+# --- API
+API_SNAPSHOT_VERSION = Gauge("ratesvc_api_snapshot_version", "Version of the worker's snapshot")
+API_SERVING = Gauge(
+    "ratesvc_api_serving_exchanger", "1 for the exchanger the default choice serves", ["exchanger"]
+)
+API_FAILOVERS = Counter(
+    "ratesvc_api_failovers_total",
+    "Changes of the serving exchanger",
+    ["from_exchanger", "to_exchanger"],
+)
+API_VALUE_AGE = Gauge(
+    "ratesvc_api_value_age_seconds", "Age of the oldest leg per exchanger", ["exchanger"]
+)
+API_REDIS_UP = Gauge("ratesvc_api_redis_up", "1 while the worker follows the stream")
+
+
+def serve(port: int, *, host: str = "0.0.0.0") -> None:
+    """Expose /metrics for roles without an HTTP server (collector, persister); 0 disables."""
+    if port:
+        start_http_server(port, addr=host)

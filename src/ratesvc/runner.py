@@ -1,0 +1,177 @@
+"""`ratesvc run`: the whole service as one process tree.
+
+Starts embedded Redis/Postgres for whichever of REDIS_URL / DATABASE_URL is unset (data kept under
+DATA_DIR, so history survives a restart), applies migrations, then runs the collector, persister
+and API as child processes (`python -m ratesvc <role>`), restarting a child that dies. Ctrl-C or
+SIGTERM stops the children, then the embedded servers, leaving no process behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from loguru import logger
+
+from ratesvc.settings import Settings
+
+ROLES = ("persister", "collector", "api")
+RESTART_MAX_S = 30.0
+STOP_GRACE_S = 10.0
+
+
+@dataclass
+class Child:
+    """One role process and its restart bookkeeping."""
+
+    role: str
+    argv: list[str]
+    env: dict[str, str]
+    proc: subprocess.Popen | None = None
+    restarts: int = 0
+    next_start: float = 0.0
+    started_at: float = field(default=0.0)
+
+    def start(self) -> None:
+        """Spawn the role in its own session, so the terminal's Ctrl-C reaches only us."""
+        self.proc = subprocess.Popen(  # pylint: disable=consider-using-with
+            self.argv, env=self.env, start_new_session=True
+        )
+        self.started_at = time.monotonic()
+        logger.info("started {role} (pid {pid})", role=self.role, pid=self.proc.pid)
+
+    def poll_restart(self) -> None:
+        """Restart a child that exited, with capped exponential backoff."""
+        if self.proc is None or self.proc.poll() is None:
+            return
+        now = time.monotonic()
+        if self.next_start == 0.0:
+            if now - self.started_at > 60:
+                self.restarts = 0  # it ran fine for a while: start the backoff afresh
+            delay = min(RESTART_MAX_S, 0.5 * 2**self.restarts)
+            logger.error(
+                "{role} exited with code {code}; restarting in {delay:.1f}s",
+                role=self.role,
+                code=self.proc.returncode,
+                delay=delay,
+            )
+            self.next_start = now + delay
+        elif now >= self.next_start:
+            self.restarts += 1
+            self.next_start = 0.0
+            self.start()
+
+    def terminate(self) -> None:
+        """Ask the child to stop (SIGTERM)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+
+    def wait_or_kill(self, deadline: float) -> None:
+        """Wait for the child until `deadline`, then SIGKILL it."""
+        if self.proc is None:
+            return
+        try:
+            self.proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            logger.warning("{role} did not stop in time; killing it", role=self.role)
+            self.proc.kill()
+            self.proc.wait()
+
+
+def _child_env(
+    settings: Settings, redis_url: str, database_url: str, host: str, port: int
+) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        REDIS_URL=redis_url,
+        DATABASE_URL=database_url,
+        API_HOST=host,
+        API_PORT=str(port),
+        LOG_LEVEL=settings.log_level,
+        PYTHONUNBUFFERED="1",
+    )
+    return env
+
+
+def _argv(role: str, env_file: Path | None) -> list[str]:
+    argv = [sys.executable, "-m", "ratesvc"]
+    if env_file is not None:
+        argv += ["--env-file", str(env_file)]
+    return argv + [role]
+
+
+def _print_banner(
+    host: str, port: int, redis_url: str, database_url: str, settings: Settings
+) -> None:
+    shown_host = "127.0.0.1" if host in ("0.0.0.0", "") else host
+    base = f"http://{shown_host}:{port}"
+    lines = [
+        "ratesvc is running:",
+        f"  rates     {base}/courses   (versioned: {base}/v1/courses)",
+        f"  docs      {base}/docs",
+        f"  health    {base}/health  {base}/ready",
+        f"  metrics   {base}/metrics  collector :{settings.collector_metrics_port}"
+        f"  persister :{settings.persister_metrics_port}",
+        f"  redis     {redis_url}",
+        f"  postgres  {_mask(database_url)}",
+        "Press Ctrl-C to stop.",
+    ]
+    print("\n".join(lines), flush=True)
+
+
+def _mask(url: str) -> str:
+    head, sep, tail = url.partition("@")
+    if not sep or ":" not in head.split("//", 1)[-1]:
+        return url
+    scheme, _, cred = head.partition("//")
+    user = cred.split(":", 1)[0]
+    return f"{scheme}//{user}:***@{tail}"
+
+
+def run_all(
+    settings: Settings, *, host: str | None, port: int | None, env_file: Path | None
+) -> int:
+    """Run every role until SIGINT/SIGTERM; returns the process exit code."""
+    # pylint: disable=import-outside-toplevel
+    from ratesvc.embedded import ensure_servers
+    from ratesvc.store.db import migrate
+
+    host = host or settings.api_host
+    port = port or settings.api_port
+    stop = {"flag": False}
+
+    def _on_signal(signum: int, _frame: object) -> None:
+        logger.info("received {sig}, stopping", sig=signal.Signals(signum).name)
+        stop["flag"] = True
+
+    signal.signal(signal.SIGINT, _on_signal)
+    signal.signal(signal.SIGTERM, _on_signal)
+    database_url = settings.database_url.get_secret_value() if settings.database_url else None
+    with ensure_servers(
+        settings.data_dir, redis_url=settings.redis_url, database_url=database_url
+    ) as servers:
+        asyncio.run(migrate(servers.database_url))
+        env = _child_env(settings, servers.redis_url, servers.database_url, host, port)
+        children = [Child(role, _argv(role, env_file), env) for role in ROLES]
+        for child in children:
+            child.start()
+        _print_banner(host, port, servers.redis_url, servers.database_url, settings)
+        try:
+            while not stop["flag"]:
+                for child in children:
+                    child.poll_restart()
+                time.sleep(0.2)
+        finally:
+            for child in reversed(children):
+                child.terminate()
+            deadline = time.monotonic() + STOP_GRACE_S
+            for child in children:
+                child.wait_or_kill(deadline)
+            logger.info("all roles stopped")
+    return 0

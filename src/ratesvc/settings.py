@@ -1,0 +1,138 @@
+"""Settings: one validated object from the environment and `.env`, built once by the CLI.
+
+Venue options (BINANCE_*, COINGECKO_*) live with their adapters (see sources/); this module holds
+everything else. Outside this module, sources' options and store/aerich_env.py, nothing reads
+os.environ.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal, TypeVar
+
+from pydantic import AfterValidator, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from ratesvc.domain import EXCHANGERS
+
+LogLevel = Literal["CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG"]
+DEFAULT_ENV_FILE = Path(".env")
+
+S = TypeVar("S", bound=BaseSettings)
+
+
+class SettingsError(Exception):
+    """A setting failed validation; the message is one line naming the variable."""
+
+
+def _split_csv(value: Any) -> Any:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+def _exchanger_list(value: list[str]) -> list[str]:
+    value = [v.lower() for v in value]
+    unknown = [v for v in value if v not in EXCHANGERS]
+    if unknown:
+        raise ValueError(f"unknown exchanger(s) {unknown}; allowed: {', '.join(EXCHANGERS)}")
+    if len(set(value)) != len(value):
+        raise ValueError("exchangers must not repeat")
+    return value
+
+
+ExchangerList = Annotated[list[str], NoDecode, AfterValidator(_exchanger_list)]
+
+
+class Settings(BaseSettings):
+    """Everything the roles need that is not venue-specific; env names = upper-case field names."""
+
+    model_config = SettingsConfigDict(
+        env_file=DEFAULT_ENV_FILE, env_file_encoding="utf-8", extra="ignore", frozen=True
+    )
+
+    # --- infrastructure (unset = embedded servers under DATA_DIR, for `ratesvc run` and tests)
+    redis_url: str | None = None
+    database_url: SecretStr | None = None
+    data_dir: Path = Path(".ratesvc")
+    log_level: LogLevel = "INFO"
+
+    # --- collector
+    sources: ExchangerList = Field(default_factory=lambda: list(EXCHANGERS))
+    publish_min_interval_ms: int = Field(250, ge=0, le=60_000)
+    refresh_interval_s: float = Field(2.0, gt=0, le=60)
+    fx_usdt_rub_source: Literal["coingecko"] = "coingecko"
+    fx_stale_after_s: float = Field(900.0, gt=0)
+    usdttrc_adjust_pct: float = Field(0.0, ge=-50, le=50)
+    usdterc_adjust_pct: float = Field(0.0, ge=-50, le=50)
+    backoff_initial_s: float = Field(1.0, gt=0, le=60)
+    backoff_max_s: float = Field(60.0, gt=0, le=3600)
+    stream_maxlen: int = Field(100_000, ge=1_000)
+    collector_metrics_port: int = Field(9101, ge=0, le=65535)
+
+    # --- persister
+    persister_batch_size: int = Field(500, ge=1, le=10_000)
+    persister_block_ms: int = Field(1_000, ge=1, le=60_000)
+    persister_claim_idle_ms: int = Field(30_000, ge=1_000)
+    persister_max_deliveries: int = Field(5, ge=1)
+    persister_metrics_port: int = Field(9102, ge=0, le=65535)
+    retention_days: float = Field(30.0, gt=0)
+    retention_batch_rows: int = Field(5_000, ge=1)
+    retention_interval_s: float = Field(3_600.0, gt=0)
+
+    # --- api
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(8000, ge=1, le=65535)
+    api_workers: int = Field(1, ge=1, le=64)
+    exchanger_preference: ExchangerList = Field(default_factory=lambda: list(EXCHANGERS))
+    failback_hold_down_s: float = Field(10.0, ge=0, le=3600)
+    redis_stale_after_s: float = Field(10.0, gt=0)
+
+    @field_validator("database_url", mode="after")
+    @classmethod
+    def _postgres_scheme(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return None
+        raw = value.get_secret_value()
+        if raw.startswith("postgresql://"):
+            raw = "postgres://" + raw.removeprefix("postgresql://")
+        if not raw.startswith("postgres://"):
+            raise ValueError("must look like postgres://user:pass@host:port/db")
+        return SecretStr(raw)
+
+    @field_validator("redis_url", mode="after")
+    @classmethod
+    def _redis_scheme(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must look like redis://host:port/db")
+        return value
+
+    @field_validator("sources", "exchanger_preference", mode="before")
+    @classmethod
+    def _csv(cls, value: Any) -> Any:
+        return _split_csv(value)
+
+
+def load(model: type[S], env_file: Path | None = DEFAULT_ENV_FILE, **overrides: Any) -> S:
+    """Build and validate a settings model, turning the first error into one clear line."""
+    try:
+        return model(_env_file=env_file, **overrides)  # type: ignore[call-arg]
+    except ValidationError as err:
+        raise SettingsError(describe(err, model)) from None
+
+
+def load_settings(env_file: Path | None = DEFAULT_ENV_FILE, **overrides: Any) -> Settings:
+    """The core settings from the environment and `env_file` (None: environment only)."""
+    return load(Settings, env_file, **overrides)
+
+
+def describe(err: ValidationError, model: type[BaseSettings]) -> str:
+    """One line naming the offending variable, e.g. ``LOG_LEVEL: Input should be ... (got 'x')``."""
+    first = err.errors()[0]
+    field = str(first["loc"][0]) if first["loc"] else ""
+    prefix = str(model.model_config.get("env_prefix", "") or "")
+    name = (prefix + field).upper()
+    message = first["msg"].removeprefix("Value error, ")
+    got = first.get("input")
+    shown = "" if isinstance(got, dict) or name.endswith(("_URL", "_KEY")) else f" (got {got!r})"
+    return f"invalid setting {name}: {message}{shown}"
