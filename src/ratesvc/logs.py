@@ -17,7 +17,13 @@ FORMAT = (
 )
 
 # Libraries whose INFO chatter is DEBUG for us (per-request access lines, per-frame websocket logs).
-_QUIET = {"uvicorn.access": logging.WARNING, "websockets": logging.INFO, "tortoise": logging.INFO}
+_QUIET = {
+    "uvicorn.access": logging.WARNING,
+    "websockets": logging.INFO,
+    "tortoise": logging.INFO,
+    "httpx": logging.WARNING,
+    "httpcore": logging.WARNING,
+}
 
 
 class InterceptHandler(logging.Handler):

@@ -166,7 +166,6 @@ async def run_collector(
         min_interval_ms=settings.publish_min_interval_ms,
         refresh_interval_ms=int(settings.refresh_interval_s * 1000),
     )
-    backoff = Backoff(initial_s=settings.backoff_initial_s, max_s=settings.backoff_max_s)
     logger.info("collector started with sources {names}", names=[s.name for s in sources])
     source_stop = asyncio.Event()
     tasks = [
@@ -175,7 +174,8 @@ async def run_collector(
                 source,
                 on_quotes=collector.on_quotes,
                 on_status=collector.on_status,
-                backoff=backoff,
+                # each source backs off on its own failures only
+                backoff=Backoff(initial_s=settings.backoff_initial_s, max_s=settings.backoff_max_s),
                 stop=source_stop,
             )
         )

@@ -1,4 +1,4 @@
-"""Collector: publish on change (throttled, last change always follows), refresh while legs advance."""
+"""Collector: publish on change (throttled; the last change follows), refresh while legs advance."""
 
 from decimal import Decimal
 

@@ -1,0 +1,213 @@
+"""The one reconnect loop every source runs under: backoff, watchdog, status, metrics, logs.
+
+Adapters only open one connection (Source.quotes()); everything about surviving failures is here.
+A later REST fallback or a rotating transport plugs in as a Source, so this loop does not change.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import httpx
+from websockets.exceptions import ConnectionClosed
+
+from ratesvc.domain import Quote, SourceState, SourceStatus, now_ms
+from ratesvc.errors import RateLimited, SourceError
+from ratesvc.metrics import (
+    SOURCE_ERRORS,
+    SOURCE_LAST_TICK,
+    SOURCE_QUOTES,
+    SOURCE_RECONNECTS,
+    SOURCE_STALE,
+    SOURCE_UP,
+)
+from ratesvc.sources.backoff import Backoff
+from ratesvc.sources.base import Source
+
+__all__ = ["Backoff", "supervise"]
+
+# failures in a row (without one parsed quote) after which retries are logged at ERROR
+ERROR_AFTER_FAILURES = 5
+REASON_CHARS = 200
+CONNECTION_ERRORS = (OSError, ConnectionClosed, TimeoutError, httpx.TransportError)
+
+Clock = Callable[[], float]
+Sleep = Callable[[float], Awaitable[Any]]
+
+
+async def supervise(
+    source: Source,
+    *,
+    on_quotes: Callable[[list[Quote]], Awaitable[None]],
+    on_status: Callable[[SourceStatus], Awaitable[None]],
+    backoff: Backoff,
+    stop: asyncio.Event,
+    clock: Clock = time.monotonic,
+    sleep: Sleep = asyncio.sleep,
+) -> None:
+    """Run `source` until `stop` is set, reconnecting forever with backoff and full jitter.
+
+    Emits UP on the first quote of each connection, STALE when no quote came for
+    `source.stale_after_s` (then reconnects), DOWN on failure. `clock` (monotonic seconds) and
+    `sleep` drive the watchdog and the backoff waits; tests inject fakes.
+    """
+    await _Supervisor(source, on_quotes, on_status, backoff, stop, clock, sleep).run()
+
+
+class _Stale(Exception):
+    """The watchdog saw no quote within the limit."""
+
+
+class _Supervisor:
+    """State of one supervise() call: current status, failures in a row, last quote time."""
+
+    def __init__(  # pylint: disable=too-many-positional-arguments
+        self,
+        source: Source,
+        on_quotes: Callable[[list[Quote]], Awaitable[None]],
+        on_status: Callable[[SourceStatus], Awaitable[None]],
+        backoff: Backoff,
+        stop: asyncio.Event,
+        clock: Clock,
+        sleep: Sleep,
+    ) -> None:
+        self.source, self.backoff, self.stop = source, backoff, stop
+        self.on_quotes, self.on_status = on_quotes, on_status
+        self.clock, self.sleep = clock, sleep
+        self.log = source.log
+        self.state: SourceState | None = None
+        self.failures = 0
+        self.last_quote_at = 0.0
+        self.quoted = False  # a quote arrived on the current connection
+
+    async def run(self) -> None:
+        """Connect, consume, classify the failure, wait, repeat."""
+        self.log.info("source starting")
+        attempt = 0
+        try:
+            while not self.stop.is_set():
+                if attempt:
+                    SOURCE_RECONNECTS.labels(source=self.source.name).inc()
+                attempt += 1
+                delay_s = await self._attempt()
+                if delay_s is None or self.stop.is_set():
+                    break
+                await self._first(self.sleep(delay_s), self.stop.wait())
+        finally:
+            SOURCE_UP.labels(source=self.source.name).set(0)
+            self.log.info("source stopped")
+
+    async def _attempt(self) -> float | None:
+        """One connection; returns the delay before the next one, None when stopping."""
+        try:
+            await self._connection()
+            return None
+        except _Stale:
+            return await self._failed("stale", f"no quote for {self.source.stale_after_s:g}s")
+        except RateLimited as err:
+            delay_s = max(err.retry_after_s or 0.0, self.backoff.next_delay())
+            return await self._failed("rate_limited", f"rate limited: {err}", delay_s)
+        except SourceError as err:
+            return await self._failed("source", str(err) or type(err).__name__)
+        except CONNECTION_ERRORS as err:
+            return await self._failed("connection", f"{type(err).__name__}: {err}")
+        except Exception as err:  # pylint: disable=broad-exception-caught
+            # the loop's one broad except: an adapter bug or a failing callback must not end the
+            # feed for good; log the traceback, count it, back off and reconnect
+            self.log.exception("unexpected error in source loop")
+            return await self._failed("unexpected", f"{type(err).__name__}: {err}")
+
+    async def _connection(self) -> None:
+        """Consume one connection until it fails, goes stale (_Stale) or stop is set."""
+        self.quoted = False
+        self.last_quote_at = self.clock()
+        quotes = self.source.quotes()
+        consume = asyncio.ensure_future(self._consume(quotes))
+        watchdog = asyncio.ensure_future(self._watchdog())
+        try:
+            done = await self._first(consume, watchdog, self.stop.wait())
+        finally:
+            aclose = getattr(quotes, "aclose", None)
+            if aclose is not None:
+                await aclose()  # closes the socket now, not whenever the generator is collected
+        if self.stop.is_set():
+            return
+        if consume in done:
+            consume.result()  # raises the connection's error
+            raise SourceError("stream ended")
+        if watchdog in done:
+            raise _Stale()
+
+    async def _consume(self, quotes: Any) -> None:
+        async for batch in quotes:
+            self.last_quote_at = self.clock()
+            SOURCE_QUOTES.labels(source=self.source.name).inc(len(batch))
+            SOURCE_LAST_TICK.labels(source=self.source.name).set(now_ms() / 1000)
+            if not self.quoted:
+                self.quoted = True
+                self.failures = 0
+                # reset only now: a socket that accepts but never quotes keeps backing off
+                self.backoff.reset()
+                self.log.info("receiving quotes")
+                SOURCE_UP.labels(source=self.source.name).set(1)
+                await self._emit(SourceState.UP, "")
+            self.log.debug("quotes {quotes}", quotes=batch)
+            await self.on_quotes(batch)
+
+    async def _watchdog(self) -> None:
+        """Return once no quote came for stale_after_s (per connection; cryptofeed's _watcher)."""
+        while (remaining := self.last_quote_at + self.source.stale_after_s - self.clock()) > 0:
+            await self.sleep(remaining)
+
+    async def _failed(self, kind: str, reason: str, delay_s: float | None = None) -> float | None:
+        if self.stop.is_set():
+            return None  # an error caused by shutting down is not a failure
+        name = self.source.name
+        reason = reason[:REASON_CHARS]
+        self.failures += 1
+        SOURCE_UP.labels(source=name).set(0)
+        if kind == "stale":
+            SOURCE_STALE.labels(source=name).inc()
+        else:
+            SOURCE_ERRORS.labels(source=name, kind=kind).inc()
+        await self._emit(SourceState.STALE if kind == "stale" else SourceState.DOWN, reason)
+        delay_s = self.backoff.next_delay() if delay_s is None else delay_s
+        delay_s = max(delay_s, self.source.retry_floor_s())
+        level = "ERROR" if self.failures >= ERROR_AFTER_FAILURES else "WARNING"
+        self.log.log(
+            level,
+            "{reason}; reconnecting in {delay_s:.1f}s (failure {failures} in a row)",
+            reason=reason,
+            delay_s=delay_s,
+            failures=self.failures,
+        )
+        return delay_s
+
+    async def _emit(self, state: SourceState, reason: str) -> None:
+        """Report a state change (repeats of the same state are not re-sent)."""
+        if state == self.state:
+            return
+        self.state = state
+        status = SourceStatus(self.source.name, state, now_ms(), self.source.transport, reason)
+        try:
+            await self.on_status(status)
+        except Exception:  # pylint: disable=broad-exception-caught
+            # the status sink is the caller's (e.g. Redis); its failure must not end this loop,
+            # which may be reporting a failure right now
+            SOURCE_ERRORS.labels(source=self.source.name, kind="status_callback").inc()
+            self.log.exception("status callback failed")
+
+    @staticmethod
+    async def _first(*aws: Awaitable[Any]) -> set[asyncio.Future[Any]]:
+        """Wait for the first of `aws` to finish; cancel and reap the rest; return the done set."""
+        tasks = [asyncio.ensure_future(aw) for aw in aws]
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        return done

@@ -1,0 +1,212 @@
+"""CoinGeckoSource polling through a mocked HTTP transport: headers, errors, cadence."""
+
+# test names say what they check
+# pylint: disable=missing-function-docstring,missing-class-docstring
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+import pytest
+from loguru import logger
+from source_helpers import read_fixture
+
+from ratesvc.domain import Quote, SourceState, SourceStatus
+from ratesvc.errors import RateLimited, SourceError
+from ratesvc.sources.backoff import Backoff
+from ratesvc.sources.base import Frame
+from ratesvc.sources.coingecko import CoinGeckoOptions, CoinGeckoSource
+from ratesvc.sources.supervise import supervise
+
+KEY = "CG-s3cr3t-key-value"
+BODY = read_fixture("coingecko", "simple_price.json")
+
+
+class Api:
+    """A mocked simple/price endpoint answering from a list of responses (last one repeats)."""
+
+    def __init__(self, *responses: httpx.Response | Exception) -> None:
+        self.responses = list(responses) or [httpx.Response(200, content=BODY)]
+        self.requests: list[httpx.Request] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        response = self.responses.pop(0) if len(self.responses) > 1 else self.responses[0]
+        if isinstance(response, Exception):
+            raise response
+        return response
+
+
+def make_source(api: Api, **options: object) -> CoinGeckoSource:
+    return CoinGeckoSource(
+        CoinGeckoOptions(_env_file=None, **options), http_transport=httpx.MockTransport(api)
+    )
+
+
+def fast_source(api: Api, **cadence: float) -> CoinGeckoSource:
+    """A source with cadences below the 1 s minimum the settings enforce, so tests run fast."""
+    fields = {**CoinGeckoOptions(_env_file=None).model_dump(), **cadence}
+    options = CoinGeckoOptions.model_construct(**fields)
+    return CoinGeckoSource(options, http_transport=httpx.MockTransport(api))
+
+
+async def first_frame(source: CoinGeckoSource) -> Frame:
+    frames = source.frames()
+    try:
+        return await anext(frames)
+    finally:
+        await frames.aclose()  # type: ignore[attr-defined]
+
+
+async def test_one_batched_request_for_all_coins_and_currencies() -> None:
+    api = Api()
+    await first_frame(make_source(api))
+    assert len(api.requests) == 1
+    request = api.requests[0]
+    assert request.url.host == "api.coingecko.com"
+    assert request.url.path == "/api/v3/simple/price"
+    assert dict(request.url.params) == {
+        "ids": "bitcoin,ethereum,tether",
+        "vs_currencies": "usd,rub",
+        "include_last_updated_at": "true",
+        "precision": "full",
+    }
+
+
+@pytest.mark.parametrize(
+    ("options", "header"),
+    [
+        ({}, None),
+        ({"api_key": ""}, None),
+        ({"api_key": KEY}, "x-cg-demo-api-key"),
+        ({"api_key": KEY, "api_url": "https://pro-api.coingecko.com/api/v3"}, "x-cg-pro-api-key"),
+        ({"api_key": KEY, "plan": "pro"}, "x-cg-pro-api-key"),
+        (
+            {"api_key": KEY, "plan": "demo", "api_url": "https://pro-api.coingecko.com/api/v3"},
+            "x-cg-demo-api-key",
+        ),
+    ],
+)
+async def test_key_header_follows_the_plan(options: dict[str, object], header: str | None) -> None:
+    api = Api()
+    await first_frame(make_source(api, **options))
+    sent = {name for name in api.requests[0].headers if name.startswith("x-cg-")}
+    assert sent == ({header} if header else set())
+    if header:
+        assert api.requests[0].headers[header] == KEY
+    assert KEY not in str(api.requests[0].url)
+
+
+@pytest.mark.parametrize(
+    ("response", "error", "retry_after_s"),
+    [
+        (httpx.Response(429, headers={"Retry-After": "12"}), RateLimited, 12.0),
+        (
+            httpx.Response(429, content=read_fixture("coingecko", "error_rate_limited.json")),
+            RateLimited,
+            None,
+        ),
+        (httpx.Response(503, text="Service Unavailable"), SourceError, None),
+        (httpx.ReadTimeout("slow"), SourceError, None),
+    ],
+)
+async def test_errors_map_to_source_errors(
+    response: httpx.Response | Exception, error: type[SourceError], retry_after_s: float | None
+) -> None:
+    with pytest.raises(error) as caught:
+        await first_frame(make_source(Api(response)))
+    assert type(caught.value) is error  # pylint: disable=unidiomatic-typecheck
+    if isinstance(caught.value, RateLimited):
+        assert caught.value.retry_after_s == retry_after_s
+
+
+async def test_wrong_root_and_bad_key_explain_the_fix_without_leaking_the_key() -> None:
+    lines: list[str] = []
+    sink = logger.add(lines.append, level="DEBUG")
+    wrong_root = httpx.Response(400, content=read_fixture("coingecko", "error_wrong_root.json"))
+    try:
+        with pytest.raises(SourceError, match="COINGECKO_API_URL") as caught:
+            await first_frame(make_source(Api(wrong_root), api_key=KEY))
+        with pytest.raises(SourceError, match="COINGECKO_API_KEY"):
+            await first_frame(
+                make_source(Api(httpx.Response(401, json={"error": "bad key"})), api_key=KEY)
+            )
+        source = make_source(Api(httpx.Response(401)), api_key=KEY)
+        await _supervise_briefly(source)
+    finally:
+        logger.remove(sink)
+    assert KEY not in str(caught.value)
+    assert lines and not [line for line in lines if KEY in line]
+    assert KEY not in repr(source.options)
+
+
+async def _supervise_briefly(source: CoinGeckoSource) -> None:
+    stop = asyncio.Event()
+
+    async def on_status(_: SourceStatus) -> None:
+        stop.set()
+
+    await asyncio.wait_for(
+        supervise(source, on_quotes=_ignore, on_status=on_status, backoff=Backoff(), stop=stop),
+        timeout=5,
+    )
+
+
+async def _ignore(_: object) -> None:
+    return None
+
+
+async def test_polls_at_once_then_set_active_switches_cadence_at_once() -> None:
+    api = Api()
+    source = fast_source(api, active_poll_interval_s=0.01)
+    assert source.poll_interval_s() == 300
+    frames = source.frames()
+    try:
+        await anext(frames)  # immediately, without waiting a cadence
+        nxt = asyncio.ensure_future(anext(frames))
+        await asyncio.sleep(0.05)
+        assert not nxt.done()  # standby: the next poll is 300 s away
+        source.set_active(True)  # wakes the sleeping loop; 0.01 s since the last poll is due
+        await asyncio.wait_for(nxt, timeout=5)
+        assert source.poll_interval_s() == 0.01
+        source.set_active(False)
+        assert source.poll_interval_s() == 300
+    finally:
+        await frames.aclose()  # type: ignore[attr-defined]
+    assert len(api.requests) == 2
+
+
+async def test_supervised_poll_backs_off_on_429_then_serves_quotes() -> None:
+    api = Api(httpx.Response(429, headers={"Retry-After": "0"}), httpx.Response(200, content=BODY))
+    quotes: list[Quote] = []
+    statuses: list[SourceStatus] = []
+    stop = asyncio.Event()
+
+    async def on_quotes(batch: list[Quote]) -> None:
+        quotes.extend(batch)
+        stop.set()
+
+    async def on_status(status: SourceStatus) -> None:
+        statuses.append(status)
+
+    backoff = Backoff(initial_s=0.01, max_s=0.01)
+    await asyncio.wait_for(
+        supervise(
+            fast_source(api, poll_interval_s=0.01),
+            on_quotes=on_quotes,
+            on_status=on_status,
+            backoff=backoff,
+            stop=stop,
+        ),
+        timeout=5,
+    )
+    assert [status.state for status in statuses] == [SourceState.DOWN, SourceState.UP]
+    assert len(quotes) == 6 and len(api.requests) == 2
+
+
+async def test_a_failed_poll_is_not_retried_sooner_than_the_cadence() -> None:
+    assert make_source(Api()).retry_floor_s() == 300
+    source = make_source(Api())
+    source.set_active(True)
+    assert source.retry_floor_s() == 30
