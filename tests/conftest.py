@@ -11,7 +11,10 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
+import shutil
+import tempfile
 from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -61,18 +64,32 @@ async def _admin(url: str, *statements: str) -> None:
         await conn.close()
 
 
+@pytest.fixture(name="server_dir", scope="session")
+def server_dir_fixture() -> Iterator[Path]:
+    """A scratch directory for embedded servers, outside pytest's basetemp.
+
+    pytest resets its basetemp root to mode 0700 whenever a session starts, which would lock the
+    unprivileged embedded Postgres user out of a data directory kept there.
+    """
+    path = Path(tempfile.mkdtemp(prefix="ratesvc-test-"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
 @pytest.fixture(name="redis_url", scope="session")
-def redis_url_fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def redis_url_fixture(server_dir: Path) -> Iterator[str]:
     """REDIS_URL (on a scratch db, see redis_test_url) or an embedded Redis for the session."""
     if env_url := os.environ.get("REDIS_URL"):
         yield redis_test_url(env_url)
         return
-    with EmbeddedRedis(tmp_path_factory.mktemp("redis")) as server:
+    with EmbeddedRedis(server_dir / "redis") as server:
         yield server.url
 
 
 @pytest.fixture(name="database_url", scope="session")
-def database_url_fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def database_url_fixture(server_dir: Path) -> Iterator[str]:
     """A fresh, empty database: `ratesvc_test_<hex>` on DATABASE_URL's server, else embedded.
 
     On an external server the database is created from the URL's own database and dropped (with
@@ -87,7 +104,7 @@ def database_url_fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[s
         finally:
             asyncio.run(_admin(admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         return
-    with EmbeddedPostgres(tmp_path_factory.mktemp("postgres"), fsync=False) as server:
+    with EmbeddedPostgres(server_dir / "postgres", fsync=False) as server:
         yield server.url
 
 

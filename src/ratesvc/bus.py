@@ -23,6 +23,8 @@ GROUP = "persister"
 LEASE = "ratesvc:collector:lease"
 
 Event = RateTick | SourceStatus
+# What decoding a junk entry may raise (missing fields, bad numbers, malformed legs).
+DECODE_ERRORS = (KeyError, ValueError, ArithmeticError, TypeError, IndexError)
 Entry = tuple[str, dict[str, str]]  # (stream id, raw fields)
 
 
@@ -81,12 +83,12 @@ class RateBus:
         for raw in (await self.redis.hgetall(LATEST)).values():
             try:
                 ticks.append(RateTick.from_fields(_unjson(raw)))
-            except (KeyError, ValueError, ArithmeticError):
+            except DECODE_ERRORS:
                 continue
         for raw in (await self.redis.hgetall(STATUS)).values():
             try:
                 statuses.append(SourceStatus.from_fields(_unjson(raw)))
-            except (KeyError, ValueError):
+            except DECODE_ERRORS:
                 continue
         return ticks, statuses
 
@@ -122,42 +124,53 @@ class RateBus:
         ]
 
     async def read_own_pending(self, consumer: str, *, count: int = 500) -> list[Entry]:
-        """Entries delivered to this consumer earlier but never acked (restart of the same name)."""
+        """Entries delivered to this consumer earlier but never acked (restart of the same name).
+
+        An entry trimmed from the stream meanwhile comes back with empty fields: it stays in the
+        pending list until the caller acks or dead-letters it.
+        """
         reply = await self.redis.xreadgroup(GROUP, consumer, {STREAM: "0"}, count=count)
-        return [(str(i), dict(f)) for _s, entries in reply or [] for i, f in entries if f]
+        return [(str(i), dict(f or {})) for _s, entries in reply or [] for i, f in entries]
 
     async def claim_stale(
         self, consumer: str, *, min_idle_ms: int, count: int = 500
     ) -> list[Entry]:
-        """Take over entries another consumer left pending longer than `min_idle_ms` (XAUTOCLAIM).
+        """Take over entries other consumers left pending longer than `min_idle_ms`.
 
-        Entries trimmed from the stream meanwhile are dropped from the pending list by Redis.
+        XPENDING IDLE finds them, one XCLAIM per id (pipelined) takes them: XCLAIM re-checks the
+        idle time, so two claimers never both get an entry, and it bumps the delivery count.
+        An entry trimmed from the stream comes back with empty fields (Redis 6.2 keeps it pending;
+        7.x drops it from the pending list itself and it is not returned).
         """
+        rows = await self.redis.xpending_range(
+            STREAM, GROUP, min="-", max="+", count=count, idle=min_idle_ms
+        )
+        ids = [str(row["message_id"]) for row in rows]
+        if not ids:
+            return []
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for entry_id in ids:
+                pipe.xclaim(STREAM, GROUP, consumer, min_idle_ms, [entry_id])
+            replies = await pipe.execute()
         claimed: list[Entry] = []
-        start = "0-0"
-        while True:
-            reply = await self.redis.xautoclaim(
-                STREAM, GROUP, consumer, min_idle_time=min_idle_ms, start_id=start, count=count
-            )
-            next_start, entries = str(reply[0]), reply[1]
-            claimed.extend((str(i), dict(f)) for i, f in entries if f)
-            if next_start == "0-0" or len(claimed) >= count:
-                return claimed
-            start = next_start
+        for entry_id, reply in zip(ids, replies):
+            if reply:  # [] = not claimed (taken meanwhile, or trimmed on 7.x)
+                claimed.append((entry_id, dict(reply[0][1] or {})))
+        return claimed
 
     async def delivery_counts(self, ids: Sequence[str]) -> dict[str, int]:
-        """How many times each pending entry was delivered (XPENDING extended form)."""
+        """How many times each pending entry was delivered (XPENDING extended form, one per id).
+
+        Ids no longer pending are absent from the result.
+        """
         if not ids:
             return {}
-        ordered = sorted(ids, key=_id_key)
-        rows = await self.redis.xpending_range(
-            STREAM, GROUP, min=ordered[0], max=ordered[-1], count=len(ids) * 2 + 10
-        )
-        wanted = set(ids)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for entry_id in ids:
+                pipe.xpending_range(STREAM, GROUP, min=entry_id, max=entry_id, count=1)
+            replies = await pipe.execute()
         return {
-            str(r["message_id"]): int(r["times_delivered"])
-            for r in rows
-            if str(r["message_id"]) in wanted
+            str(rows[0]["message_id"]): int(rows[0]["times_delivered"]) for rows in replies if rows
         }
 
     async def ack(self, ids: Sequence[str]) -> int:
@@ -184,7 +197,7 @@ class RateBus:
 
 
 def decode_entry(fields: dict[str, str]) -> Event:
-    """Decode one raw stream entry. Raises KeyError/ValueError/ArithmeticError on junk."""
+    """Decode one raw stream entry. Raises one of DECODE_ERRORS on junk."""
     return event_from_fields(fields)
 
 
@@ -193,10 +206,5 @@ def _decode_event(fields: dict[str, str] | None) -> Event | None:
         return None
     try:
         return event_from_fields(fields)
-    except (KeyError, ValueError, ArithmeticError):
+    except DECODE_ERRORS:
         return None
-
-
-def _id_key(entry_id: str) -> tuple[int, int]:
-    ms, _, seq = entry_id.partition("-")
-    return int(ms), int(seq or 0)

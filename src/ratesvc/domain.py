@@ -39,7 +39,10 @@ def now_ms() -> int:
 
 
 def quantize(value: Decimal) -> Decimal:
-    """Round a value to VALUE_PLACES decimals and drop trailing zeros (never scientific)."""
+    """Round a value to VALUE_PLACES decimals and drop trailing zeros.
+
+    str() of a tiny result may still use an exponent (1E-8); render with format(value, "f").
+    """
     q = value.quantize(_QUANT).normalize()
     # normalize() turns 100 into 1E+2; put the exponent back to 0 for whole numbers
     return q.quantize(Decimal(1)) if q == q.to_integral() else q

@@ -71,6 +71,9 @@ class Settings(BaseSettings):
     collector_metrics_port: int = Field(9101, ge=0, le=65535)
 
     # --- persister
+    # a stable name (e.g. per container) lets a restarted persister re-read its own pending entries
+    # at once; unset = <hostname>-<pid>, and a dead name's entries are claimed after the idle time
+    persister_consumer: str | None = Field(None, min_length=1, max_length=64)
     persister_batch_size: int = Field(500, ge=1, le=10_000)
     persister_block_ms: int = Field(1_000, ge=1, le=60_000)
     persister_claim_idle_ms: int = Field(30_000, ge=1_000)

@@ -1,0 +1,76 @@
+"""Tortoise models only: the Postgres schema of rate history and source events.
+
+Tables are created and changed ONLY by the aerich migrations in `aerich_migrations/`; after
+editing a model, generate the next migration (see store/db.py). ORM objects never leave store/.
+"""
+
+from __future__ import annotations
+
+from tortoise import fields
+from tortoise.fields.db_defaults import Now
+from tortoise.indexes import Index
+from tortoise.models import Model
+
+# Redis stream ids are "<ms>-<seq>", two unsigned 64-bit numbers: at most 41 characters.
+STREAM_ID_LENGTH = 48
+
+
+class FixedCharField(fields.CharField):
+    """CHAR(n): for keys that always have exactly n characters (hex digests)."""
+
+    @property
+    def SQL_TYPE(self) -> str:  # type: ignore[override]  # pylint: disable=invalid-name
+        """The column type: CHAR instead of CharField's VARCHAR."""
+        return f"CHAR({self.max_length})"
+
+
+class RateRow(Model):
+    """One published value of one direction from one exchanger (table ``rate_tick``).
+
+    `tick_id` is the domain's idempotency key: a redelivered tick hits the unique index and is
+    skipped by the repository's ``ON CONFLICT DO NOTHING``.
+    """
+
+    id = fields.BigIntField(primary_key=True)
+    tick_id = FixedCharField(max_length=32, unique=True)
+    exchanger = fields.CharField(max_length=32)
+    direction = fields.CharField(max_length=32)
+    # values are quantized to 8 places (domain.VALUE_PLACES); 20 integer digits is plenty
+    value = fields.DecimalField(max_digits=30, decimal_places=10)
+    ts_ms = fields.BigIntField()
+    transport = fields.CharField(max_length=8)
+    legs = fields.JSONField()  # [[source, symbol, "price", ts_ms, max_age_ms], ...]
+    stream_id = fields.CharField(max_length=STREAM_ID_LENGTH)
+    created_at = fields.DatetimeField(auto_now_add=True, db_default=Now())
+
+    class Meta:
+        """Table name and the one secondary index.
+
+        (exchanger, direction, ts_ms) serves both the newest row per pair (a backward probe per
+        pair) and retention (a ts_ms range per pair); a separate ts_ms index would tempt the
+        planner into filtering scans for the latest row and cost every insert.
+        """
+
+        table = "rate_tick"
+        table_description = "Rate history: one row per published tick (idempotent on tick_id)"
+        indexes = (Index(fields=("exchanger", "direction", "ts_ms"), name="rate_tick_pair_ts_idx"),)
+
+
+class SourceEventRow(Model):
+    """One up/down/stale event of a source (table ``source_event``), unique per stream entry."""
+
+    id = fields.BigIntField(primary_key=True)
+    source = fields.CharField(max_length=32)
+    state = fields.CharField(max_length=16)
+    transport = fields.CharField(max_length=8)
+    reason = fields.TextField()
+    ts_ms = fields.BigIntField()
+    stream_id = fields.CharField(max_length=STREAM_ID_LENGTH, unique=True)
+    created_at = fields.DatetimeField(auto_now_add=True, db_default=Now())
+
+    class Meta:
+        """Table name and the (source, ts_ms) index: latest per source, retention per source."""
+
+        table = "source_event"
+        table_description = "Source health history: up/down/stale events (idempotent on stream_id)"
+        indexes = (Index(fields=("source", "ts_ms"), name="source_event_source_ts_idx"),)

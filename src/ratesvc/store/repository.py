@@ -1,0 +1,243 @@
+"""RateRepository: explicit SQL over the Tortoise connection pool; domain values in and out.
+
+Converts rows <-> RateTick / SourceStatus, so ORM objects and rows never leave store/. Raises
+store.db.DB_ERRORS to its callers (asyncpg errors pass through untranslated).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from decimal import Decimal
+from typing import Any
+
+import asyncpg
+import orjson
+from tortoise.backends.base.client import BaseDBAsyncClient
+from tortoise.connection import get_connection
+
+from ratesvc.domain import Leg, RateTick, SourceState, SourceStatus, Transport
+
+_INSERT_TICKS = """
+WITH inserted AS (
+    INSERT INTO rate_tick (tick_id, exchanger, direction, value, ts_ms, transport, legs, stream_id)
+    SELECT t.tick_id, t.exchanger, t.direction, t.value, t.ts_ms, t.transport, t.legs::jsonb,
+           t.stream_id
+    FROM unnest($1::text[], $2::text[], $3::text[], $4::numeric[], $5::bigint[], $6::text[],
+                $7::text[], $8::text[])
+         AS t(tick_id, exchanger, direction, value, ts_ms, transport, legs, stream_id)
+    ON CONFLICT (tick_id) DO NOTHING
+    RETURNING 1
+)
+SELECT count(*) FROM inserted
+"""
+
+_INSERT_EVENTS = """
+WITH inserted AS (
+    INSERT INTO source_event (source, state, transport, reason, ts_ms, stream_id)
+    SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::text[])
+    ON CONFLICT (stream_id) DO NOTHING
+    RETURNING 1
+)
+SELECT count(*) FROM inserted
+"""
+
+# Loose index scan: walk the distinct (exchanger, direction) pairs through rate_tick_pair_ts_idx,
+# ~1 index probe per pair whatever the table size.
+_PAIRS = """
+WITH RECURSIVE pairs AS (
+    (SELECT exchanger, direction FROM rate_tick ORDER BY exchanger, direction LIMIT 1)
+    UNION ALL
+    SELECT nxt.exchanger, nxt.direction
+    FROM pairs p
+    CROSS JOIN LATERAL (
+        SELECT exchanger, direction FROM rate_tick r
+        WHERE (r.exchanger, r.direction) > (p.exchanger, p.direction)
+        ORDER BY exchanger, direction LIMIT 1
+    ) nxt
+)
+"""
+
+# Then one backward probe of the same index per pair for its newest row.
+_LATEST_TICKS = _PAIRS + """
+SELECT latest.*
+FROM pairs p
+CROSS JOIN LATERAL (
+    SELECT tick_id, exchanger, direction, value, ts_ms, transport, legs::text AS legs
+    FROM rate_tick r
+    WHERE r.exchanger = p.exchanger AND r.direction = p.direction
+    ORDER BY r.ts_ms DESC LIMIT 1
+) latest
+ORDER BY latest.exchanger, latest.direction
+"""
+
+_LATEST_STATUSES = """
+SELECT DISTINCT ON (source) source, state, transport, reason, ts_ms
+FROM source_event ORDER BY source, ts_ms DESC, id DESC
+"""
+
+# Retention walks the index per pair (per source) and deletes a range of ts_ms in batches: the
+# ids are collected first so the DELETE is a primary-key lookup, not a join over the table.
+# The newest row of every pair/source is kept however old: the cold start serves the freshest
+# known value (marked stale) rather than nothing.
+_PRUNE_TICKS_CUTOFFS = _PAIRS + """
+SELECT p.exchanger, p.direction,
+       LEAST($1::bigint, (SELECT max(ts_ms) FROM rate_tick r
+                          WHERE r.exchanger = p.exchanger AND r.direction = p.direction)) AS cutoff
+FROM pairs p
+"""
+_PRUNE_TICKS = """
+DELETE FROM rate_tick WHERE id = ANY(ARRAY(
+    SELECT id FROM rate_tick WHERE exchanger = $1 AND direction = $2 AND ts_ms < $3 LIMIT $4))
+"""
+_PRUNE_EVENTS_CUTOFFS = """
+SELECT source, LEAST($1::bigint, max(ts_ms)) AS cutoff FROM source_event GROUP BY source
+"""
+_PRUNE_EVENTS = """
+DELETE FROM source_event WHERE id = ANY(ARRAY(
+    SELECT id FROM source_event WHERE source = $1 AND ts_ms < $2 LIMIT $3))
+"""
+
+
+class RateRepository:
+    """Rate history and source events in Postgres.
+
+    Every method runs on a pooled connection of `db` (the client `store.db.open_db` yields);
+    inside `transaction()` the calls share one connection and commit together.
+    """
+
+    def __init__(self, db: BaseDBAsyncClient | None = None) -> None:
+        """`db` is the client `open_db` yields; None takes the default connection of the Tortoise
+        context active in this task (inside ``async with open_db(url):``)."""
+        self._db = db if db is not None else get_connection("default")
+        self._conn: asyncpg.Connection | None = None
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[RateRepository]:
+        """A repository bound to one connection and one transaction: commit on exit or roll back."""
+        if self._conn is not None:
+            raise RuntimeError("already in a transaction")
+        async with self._db.acquire_connection() as conn, conn.transaction():
+            bound = RateRepository(self._db)
+            bound._conn = conn  # pylint: disable=protected-access
+            yield bound
+
+    @asynccontextmanager
+    async def _connection(self) -> AsyncIterator[asyncpg.Connection]:
+        if self._conn is not None:
+            yield self._conn
+        else:
+            async with self._db.acquire_connection() as conn:
+                yield conn
+
+    async def save_batch(self, items: Sequence[tuple[str, RateTick]]) -> int:
+        """Insert (stream id, tick) pairs in one statement; returns rows inserted (no duplicates).
+
+        The idempotency key is `tick_id`: a redelivered tick is skipped (ON CONFLICT DO NOTHING).
+        """
+        if not items:
+            return 0
+        rows = [
+            (t.tick_id, t.exchanger, t.direction, t.value, t.ts_ms, str(t.transport), _legs(t), sid)
+            for sid, t in items
+        ]
+        async with self._connection() as conn:
+            return int(await conn.fetchval(_INSERT_TICKS, *_columns(rows)))
+
+    async def save_events(self, items: Sequence[tuple[str, SourceStatus]]) -> int:
+        """Insert (stream id, status) pairs in one statement; returns rows inserted (idempotent)."""
+        if not items:
+            return 0
+        rows = [
+            (s.source, str(s.state), str(s.transport), s.reason, s.ts_ms, sid) for sid, s in items
+        ]
+        async with self._connection() as conn:
+            return int(await conn.fetchval(_INSERT_EVENTS, *_columns(rows)))
+
+    async def latest_ticks(self) -> list[RateTick]:
+        """The newest tick of every (exchanger, direction), legs included, sorted by that pair."""
+        async with self._connection() as conn:
+            rows = await conn.fetch(_LATEST_TICKS)
+        return [_tick_from_row(row) for row in rows]
+
+    async def latest_statuses(self) -> list[SourceStatus]:
+        """The newest status event of every source, sorted by source."""
+        async with self._connection() as conn:
+            rows = await conn.fetch(_LATEST_STATUSES)
+        return [
+            SourceStatus(
+                source=row["source"],
+                state=SourceState(row["state"]),
+                ts_ms=row["ts_ms"],
+                transport=Transport(row["transport"]),
+                reason=row["reason"],
+            )
+            for row in rows
+        ]
+
+    async def prune(self, older_than_ms: int, *, batch_rows: int) -> int:
+        """Delete ticks and events with ts_ms < `older_than_ms`, at most `batch_rows` per statement.
+
+        Each batch commits on its own (outside `transaction()`) so locks stay short; the newest
+        row of every pair and source is kept. Returns the rows removed.
+        """
+        removed = 0
+        async with self._connection() as conn:
+            for exchanger, direction, cutoff in await conn.fetch(
+                _PRUNE_TICKS_CUTOFFS, older_than_ms
+            ):
+                removed += await _delete_batches(
+                    conn, _PRUNE_TICKS, (exchanger, direction, cutoff), batch_rows
+                )
+            for source, cutoff in await conn.fetch(_PRUNE_EVENTS_CUTOFFS, older_than_ms):
+                removed += await _delete_batches(conn, _PRUNE_EVENTS, (source, cutoff), batch_rows)
+        return removed
+
+    async def count_ticks(self) -> int:
+        """Rows in rate_tick (tests, diagnostics)."""
+        async with self._connection() as conn:
+            return int(await conn.fetchval("SELECT count(*) FROM rate_tick"))
+
+    async def count_events(self) -> int:
+        """Rows in source_event (tests, diagnostics)."""
+        async with self._connection() as conn:
+            return int(await conn.fetchval("SELECT count(*) FROM source_event"))
+
+
+def _columns(rows: list[tuple[Any, ...]]) -> list[list[Any]]:
+    """Rows -> one list per column: the arrays the unnest() inserts take."""
+    return [list(column) for column in zip(*rows)]
+
+
+def _legs(tick: RateTick) -> str:
+    return orjson.dumps([leg.to_json() for leg in tick.legs]).decode()
+
+
+async def _delete_batches(
+    conn: asyncpg.Connection, sql: str, args: tuple[Any, ...], batch_rows: int
+) -> int:
+    removed = 0
+    while True:
+        status = await conn.execute(sql, *args, batch_rows)
+        deleted = int(status.rsplit(" ", 1)[-1])  # "DELETE <n>"
+        removed += deleted
+        if deleted < batch_rows:
+            return removed
+
+
+def _tick_from_row(row: asyncpg.Record) -> RateTick:
+    return RateTick(
+        exchanger=row["exchanger"],
+        direction=row["direction"],
+        value=_exact(row["value"]),
+        ts_ms=row["ts_ms"],
+        legs=tuple(Leg.from_json(raw) for raw in orjson.loads(row["legs"])),
+        transport=Transport(row["transport"]),
+        tick_id=row["tick_id"].rstrip(),  # CHAR(32) pads shorter keys with blanks
+    )
+
+
+def _exact(value: Decimal) -> Decimal:
+    """NUMERIC(30,10) comes back with 10 places: drop the trailing zeros, never round."""
+    value = value.normalize()
+    return value.quantize(Decimal(1)) if value == value.to_integral() else value

@@ -1,0 +1,212 @@
+"""The persister role: stream ratesvc:ticks -> Postgres, at-least-once and idempotent.
+
+Reads the persister consumer group, commits ticks and source events in one transaction and XACKs
+only after the commit; entries a dead consumer left pending are claimed; poison goes to the dead
+letter. Postgres or Redis down: back off and retry the same batch (it stays pending, nothing is
+lost). Retention pruning runs beside it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from loguru import logger
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from ratesvc.bus import Entry, RateBus
+from ratesvc.connections import connect_redis
+from ratesvc.domain import now_ms
+from ratesvc.metrics import (
+    PERSISTER_CLAIMED,
+    PERSISTER_ERRORS,
+    PERSISTER_PRUNED,
+    STREAM_LENGTH,
+    STREAM_PENDING,
+)
+from ratesvc.settings import Settings
+from ratesvc.store.db import DB_ERRORS, open_db
+from ratesvc.store.repository import RateRepository
+from ratesvc.workers.persister_batch import Batch, commit, dead_letter, sort_entries
+from ratesvc.workers.persister_support import (
+    Backoff,
+    PersisterOptions,
+    default_consumer,
+    sleep_unless,
+)
+
+__all__ = ["Persister", "PersisterOptions", "run_persister"]
+
+DAY_MS = 86_400_000
+
+
+async def run_persister(
+    settings: Settings,
+    *,
+    stop: asyncio.Event,
+    redis: Redis | None = None,
+    consumer: str | None = None,
+) -> None:
+    """Run the persister until `stop` is set (the current batch is finished first).
+
+    `redis` (decode_responses=True) defaults to a client for REDIS_URL, closed on exit; the
+    consumer name defaults to ``<hostname>-<pid>``.
+    """
+    if settings.database_url is None:
+        raise ValueError("the persister needs DATABASE_URL")
+    own_redis = redis is None
+    if redis is None:
+        if settings.redis_url is None:
+            raise ValueError("the persister needs REDIS_URL")
+        redis = await connect_redis(settings.redis_url)
+    try:
+        async with open_db(settings.database_url.get_secret_value()) as db:
+            bus = RateBus(redis, maxlen=settings.stream_maxlen)
+            persister = Persister(
+                bus,
+                RateRepository(db),
+                consumer=consumer or settings.persister_consumer or default_consumer(),
+                options=PersisterOptions.from_settings(settings),
+            )
+            await persister.run(stop)
+    finally:
+        if own_redis:
+            await redis.aclose()
+
+
+class Persister:
+    """The consume -> commit -> ack loop of one consumer, plus retention pruning beside it."""
+
+    def __init__(
+        self, bus: RateBus, repo: RateRepository, *, consumer: str, options: PersisterOptions
+    ) -> None:
+        self.bus = bus
+        self.repo = repo
+        self.consumer = consumer
+        self.options = options
+        self.log = logger.bind(role="persister", consumer=consumer)
+        self._batch: Batch | None = None  # decoded, not yet committed+acked: retried as is
+        self._drain_own = True  # our own pending entries come first (restart, failed batch)
+        self._group_ready = False
+        self._next_claim_at = 0.0
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Persist until `stop` is set; pruning is cancelled when persisting ends."""
+        pruning = asyncio.create_task(self._prune_forever(stop), name="persister-prune")
+        try:
+            await self._persist_forever(stop)
+        finally:
+            pruning.cancel()
+            await asyncio.wait([pruning])
+
+    async def _persist_forever(self, stop: asyncio.Event) -> None:
+        self.log.info("persister started")
+        backoff = Backoff()
+        while not stop.is_set():
+            try:
+                await self._step()
+                if failures := backoff.reset():
+                    self.log.info("recovered after {n} failed attempts", n=failures)
+            except RedisError as err:
+                # a reply lost with the connection may have delivered entries to us: re-read them
+                self._drain_own = True
+                if "NOGROUP" in str(err):  # the stream (and its group) was deleted
+                    self._group_ready = False
+                await self._failed(stop, backoff, "redis", err)
+            except DB_ERRORS as err:
+                await self._failed(stop, backoff, "postgres", err)
+            except Exception:  # pylint: disable=broad-exception-caught
+                # A bug must not stop persisting. The entries are still pending (never acked):
+                # drop the in-memory batch and re-read them from our pending list, which bumps
+                # their delivery counts, so a batch that keeps failing ends in the dead letter.
+                self.log.exception("unexpected persister failure; re-reading pending entries")
+                PERSISTER_ERRORS.inc()
+                self._batch, self._drain_own = None, True
+                await sleep_unless(stop, backoff.next())
+        self.log.info("persister stopped")
+
+    async def _failed(
+        self, stop: asyncio.Event, backoff: Backoff, what: str, err: Exception
+    ) -> None:
+        delay_s = backoff.next()
+        held = len(self._batch) if self._batch is not None else 0
+        self.log.error(
+            "{what} unavailable ({err!r}); retrying in {delay_s:.1f}s ({held} entries held)",
+            what=what,
+            err=err,
+            delay_s=delay_s,
+            held=held,
+        )
+        PERSISTER_ERRORS.inc()
+        await sleep_unless(stop, delay_s)
+
+    async def _step(self) -> None:
+        """One round: get a batch (unless one is held), commit and ack it, update the gauges."""
+        if not self._group_ready:
+            await self.bus.ensure_group()
+            self._group_ready = True
+        if self._batch is None:
+            entries, redelivered = await self._next_entries()
+            if entries:
+                self._batch = await self._prepare(entries, redelivered=redelivered)
+        if self._batch is not None:
+            await commit(self.bus, self.repo, self._batch)
+            self._batch = None
+        length, pending = await self.bus.group_info()
+        STREAM_LENGTH.set(length)
+        STREAM_PENDING.set(pending)
+
+    async def _next_entries(self) -> tuple[list[Entry], bool]:
+        """Own pending entries first, then entries claimed from dead consumers, then new ones."""
+        size = self.options.batch_size
+        if self._drain_own:
+            entries = await self.bus.read_own_pending(self.consumer, count=size)
+            if entries:
+                return entries, True
+            self._drain_own = False
+        if time.monotonic() >= self._next_claim_at:
+            claimed = await self.bus.claim_stale(
+                self.consumer, min_idle_ms=self.options.claim_idle_ms, count=size
+            )
+            # a full page means more may be waiting: claim again at once
+            pause_s = 0.0 if len(claimed) == size else self.options.claim_idle_ms / 2_000
+            self._next_claim_at = time.monotonic() + pause_s
+            if claimed:
+                PERSISTER_CLAIMED.inc(len(claimed))
+                self.log.info("claimed {n} stale entries", n=len(claimed))
+                return claimed, True
+        entries = await self.bus.read_batch(
+            self.consumer, count=size, block_ms=self.options.block_ms
+        )
+        return entries, False
+
+    async def _prepare(self, entries: list[Entry], *, redelivered: bool) -> Batch | None:
+        """Decode and dead-letter poison; fresh reads (delivered once) skip the XPENDING query."""
+        ids = [entry_id for entry_id, _fields in entries]
+        counts = await self.bus.delivery_counts(ids) if redelivered else {}
+        batch, poison = sort_entries(entries, counts, max_deliveries=self.options.max_deliveries)
+        await dead_letter(self.bus, poison)
+        return batch if len(batch) else None
+
+    async def _prune_forever(self, stop: asyncio.Event) -> None:
+        """Every retention_interval_s (first at start) delete history older than retention_days."""
+        while not stop.is_set():
+            cutoff_ms = now_ms() - int(self.options.retention_days * DAY_MS)
+            try:
+                removed = await self.repo.prune(
+                    cutoff_ms, batch_rows=self.options.retention_batch_rows
+                )
+            except DB_ERRORS as err:
+                self.log.error("retention pruning failed: postgres unavailable ({err!r})", err=err)
+                PERSISTER_ERRORS.inc()
+            except Exception:  # pylint: disable=broad-exception-caught
+                # Retention is housekeeping: a bug here must not stop the persister; the next
+                # interval tries again.
+                self.log.exception("retention pruning failed")
+                PERSISTER_ERRORS.inc()
+            else:
+                PERSISTER_PRUNED.inc(removed)
+                if removed:
+                    self.log.info("pruned {n} rows older than the retention", n=removed)
+            await sleep_unless(stop, self.options.retention_interval_s)
