@@ -1,0 +1,139 @@
+"""The FastAPI application: wiring of mirror, routes, error handlers and metrics.
+
+`create_app(settings)` for one in-process worker and the tests; `app_from_env()` for
+`uvicorn --factory` worker processes (`ratesvc api --workers N`).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI
+from prometheus_client import multiprocess
+from redis.asyncio import Redis
+from starlette_exporter import PrometheusMiddleware
+
+from ratesvc.api import courses, health, problems, v1
+from ratesvc.api.courses import CoursesEndpoint
+from ratesvc.api.mirror import HistoryLoader, RateMirror
+from ratesvc.api.render import RenderCache
+from ratesvc.bus import RateBus
+from ratesvc.connections import redis_client
+from ratesvc.domain import RateTick, SourceStatus
+from ratesvc.settings import DEFAULT_ENV_FILE, Settings, load_settings
+
+# Set by `ratesvc api --workers N` for the worker processes (see apiserver.py).
+ENV_FILE_VARIABLE = "RATESVC_ENV_FILE"
+MULTIPROC_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
+
+DESCRIPTION = """Current exchange rates of eight directions from Binance and CoinGecko.
+
+* Version: `/v1/courses`, or `/courses` with `Accept-Version: 1` (default 1). Every answer
+  carries `API-Version`; unversioned answers `Vary: Accept-Version`.
+* Caching: strong `ETag` from the body, `Cache-Control: no-cache`, `If-None-Match` gives 304.
+* Staleness is reported in headers only: `X-Rates-Stale`, `X-Rates-As-Of`, `X-Rates-Age`.
+* Errors are `application/problem+json` (RFC 9457) naming the allowed values.
+"""
+
+
+def history_loader(database_url: str) -> HistoryLoader:
+    """Cold-start loader: the latest tick per (exchanger, direction) and status per source."""
+
+    async def load() -> tuple[list[RateTick], list[SourceStatus]]:
+        # Imported lazily: the API touches Postgres only for this one cold-start read.
+        # pylint: disable=import-outside-toplevel
+        from ratesvc.store.db import open_db
+        from ratesvc.store.repository import RateRepository
+
+        async with open_db(database_url) as db:
+            repository = RateRepository(db)
+            return await repository.latest_ticks(), await repository.latest_statuses()
+
+    return load
+
+
+def build_mirror(settings: Settings, redis: Redis) -> RateMirror:
+    """A RateMirror following `redis`, with the history loader when DATABASE_URL is set."""
+    url = settings.database_url.get_secret_value() if settings.database_url else None
+    return RateMirror(
+        RateBus(redis, maxlen=settings.stream_maxlen),
+        preference=settings.exchanger_preference,
+        hold_down_s=settings.failback_hold_down_s,
+        redis_stale_after_s=settings.redis_stale_after_s,
+        history=history_loader(url) if url else None,
+    )
+
+
+def create_app(
+    settings: Settings, *, mirror: RateMirror | None = None, redis: Redis | None = None
+) -> FastAPI:
+    """Build the app. A given `mirror` is used as is (not started or stopped: tests own it).
+
+    Without one, the lifespan starts a mirror on `redis` (or a client for REDIS_URL) and stops
+    it, closing the client if it created it.
+    """
+    owns_mirror = mirror is None
+    owned_redis: Redis | None = None
+    if mirror is None:
+        if redis is None:
+            if settings.redis_url is None:
+                raise ValueError("REDIS_URL must be set for the API")
+            redis = owned_redis = redis_client(settings.redis_url)
+        mirror = build_mirror(settings, redis)
+    running = mirror
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        if owns_mirror:
+            await running.start()
+        try:
+            yield
+        finally:
+            if owns_mirror:
+                await running.stop()
+            if owned_redis is not None:
+                await owned_redis.aclose()
+            if MULTIPROC_VARIABLE in os.environ:
+                multiprocess.mark_process_dead(os.getpid())
+
+    app = FastAPI(
+        title="ratesvc",
+        version=v1.VERSION,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.mirror = mirror
+    caches = {v1.VERSION: RenderCache(mirror, render_body=v1.render_v1, api_version=v1.VERSION)}
+    endpoint = CoursesEndpoint(caches, clock=mirror.clock)
+    app.state.courses = endpoint
+    app.include_router(courses.router(endpoint, default_model=v1.CoursesV1))
+    app.include_router(v1.router(endpoint))
+    app.include_router(health.router)
+    problems.install(app)
+    # Outermost, so it also counts the 500s of CatchAllMiddleware. Paths are grouped by route
+    # template and unknown paths go to one "__unknown__" label: cardinality stays fixed.
+    app.add_middleware(
+        PrometheusMiddleware,
+        app_name="ratesvc",
+        prefix="ratesvc_http",
+        group_paths=True,
+        filter_unhandled_paths=False,
+        group_unhandled_paths=True,
+        skip_paths=["/metrics"],
+    )
+    return app
+
+
+def app_from_env() -> FastAPI:
+    """`uvicorn --factory` entry: settings from the environment and RATESVC_ENV_FILE (or .env)."""
+    # pylint: disable=import-outside-toplevel
+    from ratesvc.logs import configure_logging
+
+    raw = os.environ.get(ENV_FILE_VARIABLE)
+    settings = load_settings(Path(raw) if raw else DEFAULT_ENV_FILE)
+    configure_logging(settings.log_level, role="api")
+    return create_app(settings)

@@ -1,0 +1,103 @@
+"""The /courses request path: parse, look up the prepared answer, compare ETags, respond.
+
+Kept thin on purpose (a benchmark compares it with a bare endpoint): no I/O, no serialization,
+no dependency injection. Versioned routes live in v1.py; this module owns the unversioned one,
+where Accept-Version selects the version.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+from fastapi import APIRouter, Request
+from pydantic import BaseModel
+from starlette.responses import Response
+from starlette.types import Scope
+
+from ratesvc.api import problems
+from ratesvc.api.etag import none_match
+from ratesvc.api.openapi import courses_parameters, courses_responses
+from ratesvc.api.problems import Problem, problem_response
+from ratesvc.api.query import QueryParser, negotiate
+from ratesvc.api.render import RETRY_AFTER_S, PreparedResponse, RenderCache
+
+_VARY = {"Vary": "Accept-Version"}
+
+
+class CoursesEndpoint:
+    """Serves /courses and /vN/courses from per-version render caches.
+
+    Args:
+        caches: API version ("1") -> its RenderCache.
+        clock: wall-clock milliseconds, for the age header of stale answers.
+    """
+
+    def __init__(self, caches: Mapping[str, RenderCache], *, clock: Callable[[], int]) -> None:
+        self.caches = dict(caches)
+        self.clock = clock
+        self.parse = QueryParser()
+
+    def serve(self, scope: Scope, version: str | None) -> Response:
+        """Answer one request from its ASGI scope; `version` None: unversioned (negotiate it).
+
+        Takes the scope, not a Request, so a pure-ASGI fast path can call it too.
+        """
+        if_none_match: list[str] = []
+        accept_version: list[str] = []
+        for name, value in scope["headers"]:
+            if name == b"if-none-match":
+                if_none_match.append(value.decode("latin-1"))
+            elif name == b"accept-version":
+                accept_version.append(value.decode("latin-1"))
+        unversioned = version is None
+        if version is None:
+            negotiated = negotiate(accept_version)
+            if isinstance(negotiated, Problem):
+                return problem_response(negotiated, instance=scope["path"], headers=_VARY)
+            version = negotiated
+        selection = self.parse(scope["query_string"])
+        if isinstance(selection, Problem):
+            return self._problem(selection, scope["path"], version, unversioned)
+        prepared = self.caches[version].get(selection)
+        if prepared.status != 200:
+            missing = ", ".join(prepared.missing) or "the requested directions together"
+            problem = Problem(
+                problems.NO_DATA,
+                f"no value is known yet for {missing}; retry shortly",
+                {"missing": list(prepared.missing)},
+                {"Retry-After": str(RETRY_AFTER_S)},
+            )
+            return self._problem(problem, scope["path"], version, unversioned)
+        if if_none_match and none_match(if_none_match, prepared.etag):
+            headers = prepared.not_modified[unversioned]
+            status, body = 304, b""
+        else:
+            headers = prepared.full[unversioned]
+            status, body = 200, prepared.body
+        if prepared.stale:
+            age_s = max(0, self.clock() - prepared.as_of_ms) // 1000
+            return PreparedResponse(status, body, [*headers, (b"x-rates-age", b"%d" % age_s)])
+        return PreparedResponse(status, body, list(headers))
+
+    @staticmethod
+    def _problem(problem: Problem, path: str, version: str, unversioned: bool) -> Response:
+        headers = {"API-Version": version, **(_VARY if unversioned else {})}
+        return problem_response(problem, instance=path, headers=headers)
+
+
+def router(endpoint: CoursesEndpoint, *, default_model: type[BaseModel]) -> APIRouter:
+    """The unversioned /courses route, bound to this app's endpoint."""
+    api = APIRouter(tags=["courses"])
+
+    @api.get(
+        "/courses",
+        response_class=Response,
+        responses=courses_responses(default_model, versioned=False),
+        openapi_extra={"parameters": courses_parameters(versioned=False)},
+        summary="Current rates (version from Accept-Version)",
+    )
+    async def get_courses(request: Request) -> Response:
+        """Current rates of the requested directions from one exchanger; Accept-Version selects."""
+        return endpoint.serve(request.scope, None)
+
+    return api
