@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -96,6 +97,9 @@ def _child_env(
         LOG_LEVEL=settings.log_level,
         PYTHONUNBUFFERED="1",
     )
+    # One consumer name for every persister this run starts: a restarted persister re-reads the
+    # entries its predecessor left pending at once instead of waiting for the claim idle time.
+    env.setdefault("PERSISTER_CONSUMER", f"run-{socket.gethostname()}-{os.getpid()}")
     return env
 
 

@@ -69,11 +69,14 @@ class Settings(BaseSettings):
     backoff_max_s: float = Field(60.0, gt=0, le=3600)
     stream_maxlen: int = Field(100_000, ge=1_000)
     collector_metrics_port: int = Field(9101, ge=0, le=65535)
+    # hot standby: the collector holding the Redis lease publishes; unset id = <hostname>-<pid>
+    collector_lease_ms: int = Field(3_000, ge=100, le=600_000)
+    collector_id: str | None = Field(None, min_length=1, max_length=64, pattern=r"^\S+$")
 
     # --- persister
     # a stable name (e.g. per container) lets a restarted persister re-read its own pending entries
     # at once; unset = <hostname>-<pid>, and a dead name's entries are claimed after the idle time
-    persister_consumer: str | None = Field(None, min_length=1, max_length=64)
+    persister_consumer: str | None = Field(None, min_length=1, max_length=200)
     persister_batch_size: int = Field(500, ge=1, le=10_000)
     persister_block_ms: int = Field(1_000, ge=1, le=60_000)
     persister_claim_idle_ms: int = Field(30_000, ge=1_000)
