@@ -74,3 +74,40 @@ def serve(port: int, *, host: str = "0.0.0.0") -> None:
     """Expose /metrics for roles without an HTTP server (collector, persister); 0 disables."""
     if port:
         start_http_server(port, addr=host)
+
+
+# --- sources: transports and call budgets (appended)
+SOURCE_TRANSPORT = Gauge(
+    "ratesvc_source_transport",
+    "1 for the transport a source currently uses (ws, or rest while falling back)",
+    ["source", "transport"],
+)
+COINGECKO_BUDGET_REMAINING = Gauge(
+    "ratesvc_coingecko_budget_remaining_calls",
+    "CoinGecko calls left in the current window (minute: sliding 60 s; month: calendar, UTC)",
+    ["window"],
+)
+COINGECKO_CALLS = Counter(
+    "ratesvc_coingecko_calls_total",
+    "CoinGecko calls by outcome: HTTP status code, timeout or error (all count against budget)",
+    ["status"],
+)
+COINGECKO_POLL_INTERVAL = Gauge(
+    "ratesvc_coingecko_poll_interval_seconds", "Current CoinGecko cadence (after the budget)"
+)
+
+
+# --- collector lease (appended)
+COLLECTOR_LEADER = Gauge(
+    "ratesvc_collector_leader", "1 while this collector holds the lease and publishes"
+)
+COLLECTOR_LEASE_TERM = Gauge(
+    "ratesvc_collector_lease_term", "Fencing term of the lease this collector last acquired"
+)
+COLLECTOR_TAKEOVERS = Counter(
+    "ratesvc_collector_takeovers_total", "Times this collector acquired a new lease term"
+)
+COLLECTOR_FENCED_PUBLISHES = Counter(
+    "ratesvc_collector_fenced_publishes_total",
+    "Publishes Redis refused because the lease no longer held this collector's token",
+)

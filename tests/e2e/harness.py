@@ -240,7 +240,7 @@ def service_fixture(
 
 
 def all_served(service: Service, exchanger: str, *, expected: bool = True) -> bool:
-    """True when `exchanger` serves all eight directions (with the EXPECTED values if `expected`)."""
+    """True when `exchanger` serves all eight directions (the EXPECTED values if `expected`)."""
     response = service.courses(exchanger=exchanger)
     if response.status_code != 200:
         return False

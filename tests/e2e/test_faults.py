@@ -108,7 +108,7 @@ def test_accept_and_drop_reconnects_with_backoff_far_below_the_connection_limit(
     start = counters(sim).get("binance_ws_attempts", 0)
     time.sleep(10)
     attempts = counters(sim).get("binance_ws_attempts", 0) - start
-    # Exponential backoff from 1 s with full jitter: a handful in 10 s; Binance allows 300 per 5 min.
+    # Backoff from 1 s doubling, full jitter: a handful in 10 s; Binance allows 300 per 5 min.
     assert 1 <= attempts <= 12
     sim.clear()
     wait_until(lambda: serving(service) == "binance", timeout_s=60, what="binance back")

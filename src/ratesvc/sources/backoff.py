@@ -48,6 +48,12 @@ class Backoff:
         self.failures += 1
         return delay
 
+    def clone(self) -> Backoff:
+        """A fresh Backoff with the same bounds and jitter (e.g. for a fallback transport)."""
+        return Backoff(
+            initial_s=self.initial_s, max_s=self.max_s, random_fraction=self._random_fraction
+        )
+
     def reset(self) -> None:
         """Start again from `initial_s` (call after the first useful data of a connection)."""
         self.failures = 0

@@ -1,7 +1,8 @@
-"""Source templates: what a venue adapter is (Source) and the two transports it can ride on.
+"""Source templates: what a venue adapter is (Source) and the websocket transport (StreamSource).
 
-StreamSource owns websocket connect, ping and connection rotation; PollSource owns the HTTP client
-and the poll cadence. Neither retries, backs off or watches staleness: that is sources/supervise.py.
+StreamSource owns websocket connect, ping and connection rotation; PollSource (sources/poll.py)
+owns the HTTP client and the poll cadence. Neither reconnects or watches staleness: that is
+sources/supervise.py, which also switches to a source's `fallback()` transport while needed.
 """
 
 from __future__ import annotations
@@ -9,19 +10,23 @@ from __future__ import annotations
 import asyncio
 import time
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from contextlib import aclosing
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import httpx
 from loguru import logger
 from pydantic_settings import BaseSettings
 from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import InvalidStatus
 
 from ratesvc.domain import Quote, Transport, now_ms
 from ratesvc.errors import ParseError, RateLimited, RatesvcError, SourceError
 from ratesvc.metrics import SOURCE_SKIPPED_FRAMES
+
+if TYPE_CHECKING:
+    from ratesvc.sources.budget import CallLedger
 
 RAW_LOG_CHARS = 200  # how much of a skipped frame goes into the log line
 
@@ -58,6 +63,8 @@ class Source(ABC):
     name: ClassVar[str] = ""
     Options: ClassVar[type[BaseSettings]]
     transport: ClassVar[Transport] = Transport.WS
+    # failures in a row (none with a quote) after which supervise() switches to fallback()
+    fallback_after_failures: int = 2
 
     def __init__(self, *, stale_after_s: float) -> None:
         self.stale_after_s = stale_after_s
@@ -80,6 +87,28 @@ class Source(ABC):
     def retry_floor_s(self) -> float:
         """The shortest wait supervise() may take before reconnecting (keeps call budgets)."""
         return 0.0
+
+    def fallback(self) -> Source | None:
+        """A second transport for this venue that supervise() runs while this one fails.
+
+        It yields quotes under the same `name` (with its own `transport`); None: no fallback.
+        """
+        return None
+
+    def refused(self, error: BaseException) -> bool:  # pylint: disable=unused-argument
+        """Whether `error` means the venue refused the connection (switch to fallback() now)."""
+        return False
+
+    async def retry_wakeup(self) -> None:
+        """Returns when supervise() should retry at once instead of waiting out its backoff.
+
+        Never by default; sources that pace their own calls (PollSource) wake it when their
+        cadence changes, so a new cadence applies even to a retry wait.
+        """
+        await asyncio.Event().wait()
+
+    def use_ledger(self, ledger: CallLedger) -> None:
+        """Keep call counts that must outlive the process (budgets) in `ledger`; a no-op here."""
 
     def request_rotation(self, reason: str) -> None:
         """Ask the transport to replace its connection before the venue closes it."""
@@ -127,6 +156,10 @@ class StreamSource(Source):
     def subscribe_messages(self) -> list[str]:
         """Messages sent right after connecting (subscriptions, venue heartbeats)."""
         return []
+
+    def refused(self, error: BaseException) -> bool:
+        """The server answered the upgrade with an HTTP error (403, 451, 503...) or no listener."""
+        return isinstance(error, InvalidStatus | ConnectionRefusedError)
 
     async def prepare(self) -> None:
         """Async work before each (re)connect, e.g. symbol discovery; raise SourceError to retry."""
@@ -185,64 +218,6 @@ class StreamSource(Source):
         return new
 
 
-class PollSource(Source):
-    """REST template: subclasses give `request(client)` and the cadence via `poll_interval_s()`.
-
-    Polls at once on start, then every `poll_interval_s()`; `wake()` cuts a sleep short so a new
-    cadence applies immediately.
-    """
-
-    transport: ClassVar[Transport] = Transport.REST
-    timeout_s: float = 10.0
-
-    def __init__(
-        self, *, stale_after_s: float, http_transport: httpx.AsyncBaseTransport | None = None
-    ) -> None:
-        super().__init__(stale_after_s=stale_after_s)
-        self._http_transport = http_transport
-        self._wake = asyncio.Event()
-
-    @abstractmethod
-    async def request(self, client: httpx.AsyncClient) -> httpx.Response:
-        """One poll; raises RateLimited/SourceError for responses that are not data."""
-
-    @abstractmethod
-    def poll_interval_s(self) -> float:
-        """Seconds between polls right now."""
-
-    def retry_floor_s(self) -> float:
-        """Never retry a failed poll sooner than the cadence: failures must not spend more calls."""
-        return self.poll_interval_s()
-
-    def wake(self) -> None:
-        """Re-evaluate the cadence at once (interrupts a sleeping poll loop)."""
-        self._wake.set()
-
-    async def frames(self) -> AsyncIterator[Frame]:
-        """Response bodies of one poll loop."""
-        async with httpx.AsyncClient(
-            timeout=self.timeout_s, transport=self._http_transport
-        ) as client:
-            while True:
-                polled_at = time.monotonic()
-                try:
-                    response = await self.request(client)
-                except httpx.TimeoutException as err:
-                    raise SourceError(
-                        f"timeout after {self.timeout_s:g}s ({type(err).__name__})"
-                    ) from err
-                yield Frame(response.content, now_ms())
-                await self._wait_until_due(polled_at)
-
-    async def _wait_until_due(self, polled_at: float) -> None:
-        while (remaining := polled_at + self.poll_interval_s() - time.monotonic()) > 0:
-            self._wake.clear()
-            try:
-                await asyncio.wait_for(self._wake.wait(), timeout=remaining)
-            except TimeoutError:
-                return
-
-
 def raise_for_status(response: httpx.Response, *, venue_message: str = "") -> None:
     """Map HTTP errors: 429/418 to RateLimited (Retry-After honoured), others to SourceError."""
     status = response.status_code
@@ -261,3 +236,15 @@ def retry_after_s(headers: Any) -> float | None:
         return max(float(value), 0.0) if value is not None else None
     except ValueError:
         return None
+
+
+async def first_of(*aws: Awaitable[Any]) -> set[asyncio.Future[Any]]:
+    """Wait for the first of `aws` to finish; cancel and reap the rest; return the done set."""
+    tasks = [asyncio.ensure_future(aw) for aw in aws]
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    return done

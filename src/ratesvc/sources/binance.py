@@ -4,7 +4,10 @@ Docs: https://developers.binance.com/docs/binance-spot-api-docs/web-socket-strea
 One combined-stream connection ``{BINANCE_WS_URL}/stream?streams=btcusdt@bookTicker/...``; the
 symbols are checked against ``GET /api/v3/exchangeInfo`` first (status TRADING) and hourly after,
 because Binance accepts subscriptions to dead symbols and then sends nothing. Binance has had no
-RUB market since 2024-01-30: no RUB symbol is ever requested. Trimmed sample frame
+RUB market since 2024-01-30: no RUB symbol is ever requested. While the websocket fails (refused,
+handshake timeout, or BINANCE_REST_FALLBACK_AFTER_FAILURES failures in a row without data) the same
+quotes come over REST (`fallback()`: ticker/bookTicker polls, see sources/binance_rest.py) until
+the websocket, probed with the normal backoff, delivers again. Trimmed sample frame
 (tests/fixtures/binance/combined_book_ticker.json)::
 
     {"stream":"btcusdt@bookTicker","data":{"u":400900217,"s":"BTCUSDT",
@@ -13,7 +16,7 @@ RUB market since 2024-01-30: no RUB symbol is ever requested. Trimmed sample fra
 | variable | default | meaning |
 |---|---|---|
 | BINANCE_WS_URL | wss://stream.binance.com:9443 | websocket base URL |
-| BINANCE_REST_URL | https://api.binance.com | REST base URL (exchangeInfo) |
+| BINANCE_REST_URL | https://api.binance.com | REST base URL (exchangeInfo, REST fallback) |
 | BINANCE_STREAM | bookTicker | bookTicker (bid/ask mid), miniTicker, ticker, trade, aggTrade |
 | BINANCE_USDC_CORRECTION | false | also stream USDCUSDT when it is TRADING |
 | BINANCE_STALE_AFTER_S | 10 | no quote for this long: stale, reconnect; freshness limit |
@@ -23,6 +26,10 @@ RUB market since 2024-01-30: no RUB symbol is ever requested. Trimmed sample fra
 | BINANCE_TIMEOUT_S | 10 | websocket opening handshake and REST request timeout |
 | BINANCE_ROTATE_AFTER_S | 85800 | open a new connection before Binance's 24 h cut |
 | BINANCE_MAX_FRAME_BYTES | 65536 | largest accepted websocket frame |
+| BINANCE_REST_FALLBACK | true | poll REST while the websocket fails |
+| BINANCE_REST_FALLBACK_AFTER_FAILURES | 2 | ws failures in a row before REST (refusal: at once) |
+| BINANCE_REST_POLL_INTERVAL_S | 1 | REST fallback cadence (bookTicker, weight 4 per call) |
+| BINANCE_REST_WEIGHT_FRACTION | 0.5 | share of the IP's weight/min limit (6000) REST may use |
 
 None of these is secret.
 """
@@ -31,7 +38,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from decimal import Decimal, InvalidOperation
 from typing import Any, Literal
 
 import httpx
@@ -42,10 +48,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from ratesvc.domain import Quote, Transport
 from ratesvc.errors import ParseError, RateLimited, SourceError
 from ratesvc.sources import register
-from ratesvc.sources.base import RotateRequested, StreamSource, raise_for_status
+from ratesvc.sources.base import RotateRequested, Source, StreamSource
+from ratesvc.sources.binance_rest import SYMBOLS, BinanceRestPoller, fetch_exchange_info, price
 
-# exchange symbol -> normalised symbol; RUB symbols are deliberately absent (delisted 2024-01-30)
-SYMBOLS: dict[str, str] = {"BTCUSDT": "BTC/USDT", "ETHUSDT": "ETH/USDT", "USDCUSDT": "USDC/USDT"}
 # event type -> the price field of that event (bookTicker has no "e" and is handled apart)
 PRICE_FIELD: dict[str, str] = {
     "24hrMiniTicker": "c",
@@ -53,7 +58,6 @@ PRICE_FIELD: dict[str, str] = {
     "trade": "p",
     "aggTrade": "p",
 }
-INVALID_SYMBOL = -1121
 REFRESH_RETRY_S = 60.0
 
 
@@ -73,6 +77,10 @@ class BinanceOptions(BaseSettings):
     timeout_s: float = Field(10.0, gt=0, le=120)
     rotate_after_s: float = Field(85_800.0, ge=60, le=86_400)
     max_frame_bytes: int = Field(65_536, ge=1_024, le=16 << 20)
+    rest_fallback: bool = True
+    rest_fallback_after_failures: int = Field(2, ge=1, le=100)
+    rest_poll_interval_s: float = Field(1.0, ge=0.1, le=60)
+    rest_weight_fraction: float = Field(0.5, gt=0, le=1)
 
     @field_validator("ws_url")
     @classmethod
@@ -110,6 +118,18 @@ class BinanceSource(StreamSource):
         self.symbols: list[str] = []  # the TRADING subset of wanted_symbols(), once known
         self._refresh_at = 0.0  # monotonic time of the next exchangeInfo check
         self._refresh_task: asyncio.Task[None] | None = None
+        self.fallback_after_failures = options.rest_fallback_after_failures
+        self.rest = BinanceRestPoller(
+            options, symbols=self.tradable_symbols, http_transport=http_transport
+        )
+
+    def fallback(self) -> Source | None:
+        """REST polling of the same symbols while the websocket fails (BINANCE_REST_FALLBACK)."""
+        return self.rest if self.options.rest_fallback else None
+
+    def refused(self, error: BaseException) -> bool:
+        """Refused, denied (HTTP status) or timed-out handshakes switch to REST at once."""
+        return super().refused(error) or isinstance(error, TimeoutError)
 
     @property
     def usdc_correction(self) -> bool:
@@ -125,6 +145,12 @@ class BinanceSource(StreamSource):
         streams = "/".join(f"{symbol.lower()}@{self.options.stream}" for symbol in self.symbols)
         return f"{self.options.ws_url}/stream?streams={streams}"
 
+    async def tradable_symbols(self) -> list[str]:
+        """The vetted symbol list, checking exchangeInfo first if it was never read."""
+        if not self.symbols:
+            await self.refresh_symbols()
+        return self.symbols
+
     async def prepare(self) -> None:
         """Check symbol status before connecting when the last check is older than the refresh."""
         if not self.symbols or time.monotonic() >= self._refresh_at:
@@ -138,7 +164,7 @@ class BinanceSource(StreamSource):
         """
         self._refresh_at = time.monotonic() + REFRESH_RETRY_S  # until this check succeeds
         try:
-            statuses = await self._exchange_info(self.wanted_symbols())
+            statuses = await self._exchange_info()
         except (SourceError, httpx.HTTPError) as err:
             if self.symbols:
                 self.log.warning(
@@ -187,28 +213,17 @@ class BinanceSource(StreamSource):
             await asyncio.gather(self._refresh_task, return_exceptions=True)
             self._refresh_task = None
 
-    async def _exchange_info(self, symbols: list[str]) -> dict[str, str]:
-        """Status per symbol; an unknown symbol is simply absent from the result."""
-        params = {"symbols": orjson.dumps(symbols).decode()}
+    async def _exchange_info(self) -> dict[str, str]:
+        """Status per wanted symbol; also adopts the live weight limit for the REST fallback."""
         async with httpx.AsyncClient(
             base_url=self.options.rest_url,
             timeout=self.options.timeout_s,
             transport=self._http_transport,
         ) as client:
-            response = await client.get("/api/v3/exchangeInfo", params=params)
-        if response.status_code == 400 and _error_code(response) == INVALID_SYMBOL:
-            # one unknown symbol fails a whole batched call: ask one by one
-            if len(symbols) == 1:
-                return {}
-            found: dict[str, str] = {}
-            for symbol in symbols:
-                found |= await self._exchange_info([symbol])
-            return found
-        raise_for_status(response, venue_message=response.text[:200])
-        try:
-            return {item["symbol"]: item["status"] for item in response.json()["symbols"]}
-        except (ValueError, KeyError, TypeError) as err:
-            raise SourceError(f"unexpected exchangeInfo body: {response.text[:200]}") from err
+            statuses, weight_limit = await fetch_exchange_info(client, self.wanted_symbols())
+        if weight_limit is not None:
+            self.rest.weight_limit_1m = weight_limit
+        return statuses
 
     def parse(self, raw: str | bytes, *, received_ms: int) -> list[Quote]:
         """Quotes in one frame: combined or raw payloads; acks give []; junk raises ParseError."""
@@ -235,9 +250,9 @@ class BinanceSource(StreamSource):
         if kind == "serverShutdown":
             raise RotateRequested("serverShutdown")
         if kind is None and {"u", "s", "b", "a"} <= event.keys():
-            price = (_price(event, "b") + _price(event, "a")) / 2
+            value = (price(event, "b") + price(event, "a")) / 2
         elif kind in PRICE_FIELD:
-            price = _price(event, PRICE_FIELD[kind])
+            value = price(event, PRICE_FIELD[kind])
         elif kind is None:
             raise ParseError("unknown message shape")
         else:
@@ -248,26 +263,4 @@ class BinanceSource(StreamSource):
             raise ParseError(f"unexpected symbol {str(raw_symbol)[:40]!r}")
         ts_ms = event.get("E")
         ts_ms = ts_ms if isinstance(ts_ms, int) and not isinstance(ts_ms, bool) else received_ms
-        return [Quote(self.name, symbol, price, ts_ms, Transport.WS)]
-
-
-def _price(event: dict[str, Any], key: str) -> Decimal:
-    """A positive decimal from a Binance price string (never via float)."""
-    value = event.get(key)
-    if not isinstance(value, str):
-        raise ParseError(f"field {key!r} missing or not a string")
-    try:
-        price = Decimal(value)
-    except InvalidOperation as err:
-        raise ParseError(f"field {key!r} is not a decimal: {value[:40]!r}") from err
-    if not price.is_finite() or price <= 0:
-        raise ParseError(f"field {key!r} is not a positive price: {value[:40]!r}")
-    return price
-
-
-def _error_code(response: httpx.Response) -> int | None:
-    try:
-        code = response.json().get("code")
-    except (ValueError, AttributeError):
-        return None
-    return code if isinstance(code, int) else None
+        return [Quote(self.name, symbol, value, ts_ms, Transport.WS)]

@@ -3,8 +3,11 @@
 Docs: https://docs.coingecko.com/reference/simple-price and
 https://docs.coingecko.com/docs/errors-and-rate-limits. The demo plan has a monthly call quota and
 a 60 s server cache (20 s on paid plans), so the source polls slowly while standby and faster only
-while it is the serving exchanger (`set_active`). Also the default USDT/RUB leg of Binance's RUB
-crosses. Sample body (tests/fixtures/coingecko/simple_price.json), numbers parsed as Decimal::
+while it is the serving exchanger (`set_active`), never faster than its call budget allows
+(sources/budget.py: per-minute cap, monthly quota spread over the rest of the month with a reserve
+for failover bursts; every call counts, failed ones too). 429/5xx/timeouts back off exponentially
+from the cadence, honouring Retry-After. Also the default USDT/RUB leg of Binance's RUB crosses.
+Sample body (tests/fixtures/coingecko/simple_price.json), numbers parsed as Decimal::
 
     {"bitcoin":{"usd":67187.3412,"rub":6150123.55,"last_updated_at":1711356300},
      "tether":{"usd":1.0003,"rub":91.52,"last_updated_at":1711356290}, ...}
@@ -14,15 +17,28 @@ crosses. Sample body (tests/fixtures/coingecko/simple_price.json), numbers parse
 | COINGECKO_API_URL | https://api.coingecko.com/api/v3 | API root (pro-api.coingecko.com for paid) |
 | COINGECKO_API_KEY | (unset) | **secret**, optional; sent as a header, never logged |
 | COINGECKO_PLAN | auto | auto (pro header if the host is pro-api.*), demo or pro |
-| COINGECKO_POLL_INTERVAL_S | 300 | standby cadence (demo: >= 260 s keeps 10k calls/month) |
-| COINGECKO_ACTIVE_POLL_INTERVAL_S | 30 | cadence while CoinGecko is the serving exchanger |
+| COINGECKO_POLL_INTERVAL_S | 300 | standby cadence (slowed further by the budget) |
+| COINGECKO_ACTIVE_POLL_INTERVAL_S | 30 | cadence while CoinGecko serves (if the budget has spare) |
+| COINGECKO_CALLS_PER_MINUTE | 30 | plan's per-minute cap (never more calls in any 60 s) |
+| COINGECKO_CALLS_PER_MONTH | 10000 | plan's monthly call credits (UTC calendar month) |
+| COINGECKO_BUDGET_RESERVE | 0.1 | share of a month's calls standby never plans: failover bursts |
+| COINGECKO_MAX_BACKOFF_S | 1800 | longest wait after failures in a row (from cadence, doubling) |
 | COINGECKO_TIMEOUT_S | 10 | per-request timeout |
 | COINGECKO_STALE_AFTER_S | 900 | no quote for this long: stale; must exceed the standby cadence |
+
+Plan limits (CoinGecko pricing, as published; check your dashboard, the docs disagree): Demo 30/min
+(the current docs say 100) and 10,000/month; Basic 250/min, 100,000/month; Analyst 500/min,
+500,000/month; Lite 500/min, 2,000,000/month. Demo at the defaults: standby every 300 s spends
+about 8,640 of 10,000 calls a month, leaving about 1,360 (11 h at 30 s) for failover bursts; once
+they are spent, active polls at the standby cadence. The monthly count is kept in the ledger given
+to `use_ledger()` (in memory unless the collector wires a shared one).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 from decimal import Decimal
 from typing import Any, Literal, NoReturn
 
@@ -32,8 +48,11 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ratesvc.domain import Quote, Transport
 from ratesvc.errors import ParseError
+from ratesvc.metrics import COINGECKO_BUDGET_REMAINING, COINGECKO_CALLS, COINGECKO_POLL_INTERVAL
 from ratesvc.sources import register
-from ratesvc.sources.base import PollSource, raise_for_status
+from ratesvc.sources.base import raise_for_status
+from ratesvc.sources.budget import BudgetLimits, CallBudget, CallLedger
+from ratesvc.sources.poll import Clock, PollSource, Sleep
 
 COINS: dict[str, str] = {"bitcoin": "BTC", "ethereum": "ETH", "tether": "USDT", "usd-coin": "USDC"}
 VS_CURRENCIES: dict[str, str] = {"usd": "USD", "rub": "RUB"}
@@ -60,6 +79,10 @@ class CoinGeckoOptions(BaseSettings):
     plan: Literal["auto", "demo", "pro"] = "auto"
     poll_interval_s: float = Field(300.0, ge=1, le=86_400)
     active_poll_interval_s: float = Field(30.0, ge=1, le=86_400)
+    calls_per_minute: int = Field(30, ge=1, le=10_000)
+    calls_per_month: int = Field(10_000, ge=1)
+    budget_reserve: float = Field(0.1, ge=0, le=0.9)
+    max_backoff_s: float = Field(1800.0, ge=1, le=86_400)
     timeout_s: float = Field(10.0, gt=0, le=120)
     stale_after_s: float = Field(900.0, gt=0)
 
@@ -100,35 +123,81 @@ class CoinGeckoSource(PollSource):
     Options = CoinGeckoOptions
     transport = Transport.REST
 
-    def __init__(
-        self, options: CoinGeckoOptions, *, http_transport: httpx.AsyncBaseTransport | None = None
+    def __init__(  # pylint: disable=too-many-arguments
+        self,
+        options: CoinGeckoOptions,
+        *,
+        http_transport: httpx.AsyncBaseTransport | None = None,
+        ledger: CallLedger | None = None,
+        clock: Clock = time.monotonic,
+        sleep: Sleep = asyncio.sleep,
+        wall_clock: Clock = time.time,
     ) -> None:
-        super().__init__(stale_after_s=options.stale_after_s, http_transport=http_transport)
         self.options = options
-        self.timeout_s = options.timeout_s
+        super().__init__(
+            stale_after_s=options.stale_after_s,
+            timeout_s=options.timeout_s,
+            http_transport=http_transport,
+            clock=clock,
+            sleep=sleep,
+        )
+        self.max_backoff_s = options.max_backoff_s
+        limits = BudgetLimits(
+            options.calls_per_minute, options.calls_per_month, options.budget_reserve
+        )
+        self.budget = CallBudget(
+            self.name, limits, ledger=ledger, clock=clock, wall_clock=wall_clock
+        )
         self.active = False
 
+    def use_ledger(self, ledger: CallLedger) -> None:
+        """Count monthly calls in `ledger` (shared, persistent) instead of process memory."""
+        self.budget.use_ledger(ledger)
+
     def poll_interval_s(self) -> float:
-        """Active cadence while serving, standby cadence otherwise."""
-        return self.options.active_poll_interval_s if self.active else self.options.poll_interval_s
+        """Active cadence while serving, standby otherwise; either slowed by the call budget."""
+        interval_s = self.budget.interval_s(
+            standby_s=self.options.poll_interval_s,
+            active_s=self.options.active_poll_interval_s,
+            active=self.active,
+        )
+        COINGECKO_POLL_INTERVAL.set(interval_s)
+        self._budget_metrics()
+        return interval_s
+
+    def next_poll_at(self) -> float:
+        """The cadence and back-off (PollSource), and room in the per-minute cap."""
+        return max(super().next_poll_at(), self.budget.minute_free_at())
 
     def set_active(self, active: bool) -> None:
-        """Switch cadence at once; a sleeping poll loop re-evaluates its wait immediately."""
+        """Switch cadence at once; a waiting poll loop or retry re-evaluates immediately."""
         if active != self.active:
             self.active = active
             self.log.info("cadence now {interval_s:g}s", interval_s=self.poll_interval_s())
             self.wake()
 
     async def request(self, client: httpx.AsyncClient) -> httpx.Response:
-        """One simple/price call; 429 -> RateLimited, other errors -> SourceError."""
-        response = await client.get(
-            f"{self.options.api_url}/simple/price",
-            params=PARAMS,
-            headers={"accept": "application/json", **self.options.key_header()},
-        )
+        """One simple/price call, counted first; 429 -> RateLimited, other errors -> SourceError."""
+        await self.budget.spend()
+        self._budget_metrics()
+        try:
+            response = await client.get(
+                f"{self.options.api_url}/simple/price",
+                params=PARAMS,
+                headers={"accept": "application/json", **self.options.key_header()},
+            )
+        except httpx.HTTPError as err:
+            status = "timeout" if isinstance(err, httpx.TimeoutException) else "error"
+            COINGECKO_CALLS.labels(status=status).inc()
+            raise
+        COINGECKO_CALLS.labels(status=str(response.status_code)).inc()
         if response.status_code >= 400:
             raise_for_status(response, venue_message=_explain(response))
         return response
+
+    def _budget_metrics(self) -> None:
+        COINGECKO_BUDGET_REMAINING.labels(window="minute").set(self.budget.remaining_minute())
+        COINGECKO_BUDGET_REMAINING.labels(window="month").set(self.budget.remaining_month())
 
     def parse(self, raw: str | bytes, *, received_ms: int) -> list[Quote]:
         """Quotes per known coin and currency; missing or null prices are left out."""

@@ -1,48 +1,33 @@
-"""The one reconnect loop every source runs under: backoff, watchdog, status, metrics, logs.
+"""The one reconnect loop every source runs under, with an optional fallback transport.
 
-Adapters only open one connection (Source.quotes()); everything about surviving failures is here.
-A later REST fallback or a rotating transport plugs in as a Source, so this loop does not change.
+Adapters only open one connection (Source.quotes()); surviving failures lives in sources/lane.py
+and here. A source whose `fallback()` returns a second transport (Binance: REST polling behind the
+websocket) is served by it while the primary transport keeps failing: after
+`source.fallback_after_failures` failures in a row without a quote, or at once when
+`source.refused()` says the venue refused the connection. The primary is probed meanwhile with
+the normal backoff; its first quote stops the fallback. The status stays UP while the fallback
+serves (with its transport), so consumers know the values are fresh.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
-from typing import Any
 
-import httpx
-from websockets.exceptions import ConnectionClosed
-
-from ratesvc.domain import Quote, SourceState, SourceStatus, now_ms
-from ratesvc.errors import RateLimited, SourceError
-from ratesvc.metrics import (
-    SOURCE_ERRORS,
-    SOURCE_LAST_TICK,
-    SOURCE_QUOTES,
-    SOURCE_RECONNECTS,
-    SOURCE_STALE,
-    SOURCE_UP,
-)
+from ratesvc.domain import SourceState, SourceStatus, Transport
+from ratesvc.metrics import SOURCE_TRANSPORT
 from ratesvc.sources.backoff import Backoff
 from ratesvc.sources.base import Source
+from ratesvc.sources.lane import CONNECTION_ERRORS, Clock, Lane, OnQuotes, OnStatus, Sleep
 
-__all__ = ["Backoff", "supervise"]
-
-# failures in a row (without one parsed quote) after which retries are logged at ERROR
-ERROR_AFTER_FAILURES = 5
-REASON_CHARS = 200
-CONNECTION_ERRORS = (OSError, ConnectionClosed, TimeoutError, httpx.TransportError)
-
-Clock = Callable[[], float]
-Sleep = Callable[[float], Awaitable[Any]]
+__all__ = ["Backoff", "CONNECTION_ERRORS", "supervise"]
 
 
 async def supervise(
     source: Source,
     *,
-    on_quotes: Callable[[list[Quote]], Awaitable[None]],
-    on_status: Callable[[SourceStatus], Awaitable[None]],
+    on_quotes: OnQuotes,
+    on_status: OnStatus,
     backoff: Backoff,
     stop: asyncio.Event,
     clock: Clock = time.monotonic,
@@ -51,163 +36,100 @@ async def supervise(
     """Run `source` until `stop` is set, reconnecting forever with backoff and full jitter.
 
     Emits UP on the first quote of each connection, STALE when no quote came for
-    `source.stale_after_s` (then reconnects), DOWN on failure. `clock` (monotonic seconds) and
-    `sleep` drive the watchdog and the backoff waits; tests inject fakes.
+    `source.stale_after_s` (then reconnects), DOWN on failure; UP with the fallback's transport
+    while `source.fallback()` serves, UP with the primary's when that is back. `clock` (monotonic
+    seconds) and `sleep` drive the watchdog and the backoff waits; tests inject fakes.
     """
     await _Supervisor(source, on_quotes, on_status, backoff, stop, clock, sleep).run()
 
 
-class _Stale(Exception):
-    """The watchdog saw no quote within the limit."""
-
-
-class _Supervisor:
-    """State of one supervise() call: current status, failures in a row, last quote time."""
+class _Supervisor(Lane):
+    """The primary transport's lane plus, while it fails, a lane over the fallback transport."""
 
     def __init__(  # pylint: disable=too-many-positional-arguments
         self,
         source: Source,
-        on_quotes: Callable[[list[Quote]], Awaitable[None]],
-        on_status: Callable[[SourceStatus], Awaitable[None]],
+        on_quotes: OnQuotes,
+        on_status: OnStatus,
         backoff: Backoff,
         stop: asyncio.Event,
         clock: Clock,
         sleep: Sleep,
     ) -> None:
-        self.source, self.backoff, self.stop = source, backoff, stop
-        self.on_quotes, self.on_status = on_quotes, on_status
-        self.clock, self.sleep = clock, sleep
-        self.log = source.log
-        self.state: SourceState | None = None
-        self.failures = 0
-        self.last_quote_at = 0.0
-        self.quoted = False  # a quote arrived on the current connection
+        super().__init__(source, on_quotes, on_status, backoff, stop, clock, sleep)
+        self.fallback_source = source.fallback()
+        self._fallback: asyncio.Task[None] | None = None
+        self._fallback_stop = asyncio.Event()
 
     async def run(self) -> None:
-        """Connect, consume, classify the failure, wait, repeat."""
-        self.log.info("source starting")
-        attempt = 0
+        """The primary lane; the fallback lane is started and stopped from its hooks."""
+        self._use_transport(self.source.transport)
         try:
-            while not self.stop.is_set():
-                if attempt:
-                    SOURCE_RECONNECTS.labels(source=self.source.name).inc()
-                attempt += 1
-                delay_s = await self._attempt()
-                if delay_s is None or self.stop.is_set():
-                    break
-                await self._first(self.sleep(delay_s), self.stop.wait())
+            await super().run()
         finally:
-            SOURCE_UP.labels(source=self.source.name).set(0)
-            self.log.info("source stopped")
+            await self._stop_fallback()
+            self._use_transport(None)
 
-    async def _attempt(self) -> float | None:
-        """One connection; returns the delay before the next one, None when stopping."""
-        try:
-            await self._connection()
-            return None
-        except _Stale:
-            return await self._failed("stale", f"no quote for {self.source.stale_after_s:g}s")
-        except RateLimited as err:
-            delay_s = max(err.retry_after_s or 0.0, self.backoff.next_delay())
-            return await self._failed("rate_limited", f"rate limited: {err}", delay_s)
-        except SourceError as err:
-            return await self._failed("source", str(err) or type(err).__name__)
-        except CONNECTION_ERRORS as err:
-            return await self._failed("connection", f"{type(err).__name__}: {err}")
-        except Exception as err:  # pylint: disable=broad-exception-caught
-            # the loop's one broad except: an adapter bug or a failing callback must not end the
-            # feed for good; log the traceback, count it, back off and reconnect
-            self.log.exception("unexpected error in source loop")
-            return await self._failed("unexpected", f"{type(err).__name__}: {err}")
+    async def _first_quote(self) -> None:
+        if self._fallback is not None and self.fallback_source is not None:
+            await self._stop_fallback()  # before UP(primary), so no fallback status follows it
+            self.log.info(
+                "{primary} is back: switching transport {fallback} -> {primary}",
+                primary=self.source.transport,
+                fallback=self.fallback_source.transport,
+            )
+            self._use_transport(self.source.transport)
+        await super()._first_quote()
 
-    async def _connection(self) -> None:
-        """Consume one connection until it fails, goes stale (_Stale) or stop is set."""
-        self.quoted = False
-        self.last_quote_at = self.clock()
-        quotes = self.source.quotes()
-        consume = asyncio.ensure_future(self._consume(quotes))
-        watchdog = asyncio.ensure_future(self._watchdog())
-        try:
-            done = await self._first(consume, watchdog, self.stop.wait())
-        finally:
-            aclose = getattr(quotes, "aclose", None)
-            if aclose is not None:
-                await aclose()  # closes the socket now, not whenever the generator is collected
-        if self.stop.is_set():
-            return
-        if consume in done:
-            consume.result()  # raises the connection's error
-            raise SourceError("stream ended")
-        if watchdog in done:
-            raise _Stale()
+    async def _report(self, state: SourceState, reason: str, error: BaseException | None) -> None:
+        if self._fallback is not None:
+            return  # while the fallback runs, it reports the source's state
+        await super()._report(state, reason, error)
+        if self.fallback_source is not None and self._fallback_due(error):
+            self._start_fallback(self.fallback_source, reason)
 
-    async def _consume(self, quotes: Any) -> None:
-        async for batch in quotes:
-            self.last_quote_at = self.clock()
-            SOURCE_QUOTES.labels(source=self.source.name).inc(len(batch))
-            SOURCE_LAST_TICK.labels(source=self.source.name).set(now_ms() / 1000)
-            if not self.quoted:
-                self.quoted = True
-                self.failures = 0
-                # reset only now: a socket that accepts but never quotes keeps backing off
-                self.backoff.reset()
-                self.log.info("receiving quotes")
-                SOURCE_UP.labels(source=self.source.name).set(1)
-                await self._emit(SourceState.UP, "")
-            self.log.debug("quotes {quotes}", quotes=batch)
-            await self.on_quotes(batch)
+    def _fallback_due(self, error: BaseException | None) -> bool:
+        if self.failures >= self.source.fallback_after_failures:
+            return True
+        return error is not None and self.source.refused(error)
 
-    async def _watchdog(self) -> None:
-        """Return once no quote came for stale_after_s (per connection; cryptofeed's _watcher)."""
-        while (remaining := self.last_quote_at + self.source.stale_after_s - self.clock()) > 0:
-            await self.sleep(remaining)
+    def _failure_level(self) -> str:
+        # a failing primary is not an error while the fallback transport serves
+        return "WARNING" if self._fallback is not None else super()._failure_level()
 
-    async def _failed(self, kind: str, reason: str, delay_s: float | None = None) -> float | None:
-        if self.stop.is_set():
-            return None  # an error caused by shutting down is not a failure
-        name = self.source.name
-        reason = reason[:REASON_CHARS]
-        self.failures += 1
-        SOURCE_UP.labels(source=name).set(0)
-        if kind == "stale":
-            SOURCE_STALE.labels(source=name).inc()
-        else:
-            SOURCE_ERRORS.labels(source=name, kind=kind).inc()
-        await self._emit(SourceState.STALE if kind == "stale" else SourceState.DOWN, reason)
-        delay_s = self.backoff.next_delay() if delay_s is None else delay_s
-        delay_s = max(delay_s, self.source.retry_floor_s())
-        level = "ERROR" if self.failures >= ERROR_AFTER_FAILURES else "WARNING"
-        self.log.log(
-            level,
-            "{reason}; reconnecting in {delay_s:.1f}s (failure {failures} in a row)",
+    def _start_fallback(self, fallback: Source, reason: str) -> None:
+        self.log.info(
+            "{primary} failing ({reason}): switching transport {primary} -> {fallback}, "
+            "probing {primary} with backoff",
+            primary=self.source.transport,
+            fallback=fallback.transport,
             reason=reason,
-            delay_s=delay_s,
-            failures=self.failures,
         )
-        return delay_s
+        self._use_transport(fallback.transport)
+        self._fallback_stop = asyncio.Event()
+        lane = Lane(
+            fallback,
+            self.on_quotes,
+            self._fallback_status,
+            self.backoff.clone(),  # the fallback's failures must not slow the primary's probes
+            self._fallback_stop,
+            self.clock,
+            self.sleep,
+        )
+        lane.role = f"{fallback.transport} fallback"
+        self._fallback = asyncio.create_task(lane.run())
 
-    async def _emit(self, state: SourceState, reason: str) -> None:
-        """Report a state change (repeats of the same state are not re-sent)."""
-        if state == self.state:
-            return
-        self.state = state
-        status = SourceStatus(self.source.name, state, now_ms(), self.source.transport, reason)
-        try:
-            await self.on_status(status)
-        except Exception:  # pylint: disable=broad-exception-caught
-            # the status sink is the caller's (e.g. Redis); its failure must not end this loop,
-            # which may be reporting a failure right now
-            SOURCE_ERRORS.labels(source=self.source.name, kind="status_callback").inc()
-            self.log.exception("status callback failed")
+    async def _fallback_status(self, status: SourceStatus) -> None:
+        await self._emit(status.state, status.reason, status.transport)
 
-    @staticmethod
-    async def _first(*aws: Awaitable[Any]) -> set[asyncio.Future[Any]]:
-        """Wait for the first of `aws` to finish; cancel and reap the rest; return the done set."""
-        tasks = [asyncio.ensure_future(aw) for aw in aws]
-        try:
-            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-        return done
+    async def _stop_fallback(self) -> None:
+        task, self._fallback = self._fallback, None
+        if task is not None:
+            self._fallback_stop.set()
+            await asyncio.gather(task, return_exceptions=True)
+
+    def _use_transport(self, active: Transport | None) -> None:
+        """ratesvc_source_transport: 1 for the transport in use, 0 for the others."""
+        for transport in Transport:
+            gauge = SOURCE_TRANSPORT.labels(source=self.source.name, transport=str(transport))
+            gauge.set(1 if transport == active else 0)

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import AsyncIterator, Callable
-from pathlib import Path
 
 import httpx
 import pytest
@@ -14,11 +12,7 @@ from ratesvc.api.app import create_app
 from ratesvc.api.mirror import RateMirror
 from ratesvc.domain import EXCHANGERS
 from ratesvc.settings import Settings
-
-# The tests import their helpers as `api_helpers`, whatever pytest's --import-mode is.
-sys.path.insert(0, str(Path(__file__).parent))
-# pylint: disable-next=wrong-import-position,wrong-import-order
-from api_helpers import FakeClock, client_for, full_set  # isort: skip
+from tests.unit.api.api_helpers import FakeClock, client_for, full_set
 
 
 @pytest.fixture(name="clock")

@@ -7,11 +7,11 @@ from __future__ import annotations
 from decimal import Decimal
 
 import pytest
-from api_helpers import MAX_AGE_MS, T0, FakeClock, full_set, status, tick
 
 from ratesvc.api.choice import FreshnessBook, decide, is_blocked, is_fresh, own_leg_ms
 from ratesvc.api.mirror import RateMirror
 from ratesvc.domain import DIRECTIONS, Leg, RateTick, SourceState
+from tests.unit.api.api_helpers import MAX_AGE_MS, T0, FakeClock, full_set, status, tick
 
 PREFERENCE = ("binance", "coingecko")
 HOLD_S = 10

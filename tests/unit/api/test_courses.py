@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import httpx
 import pytest
-from api_helpers import MAX_AGE_MS, T0, FakeClock, client_for, full_set, status, tick
 from fastapi import FastAPI
 
 from ratesvc.api.app import create_app
 from ratesvc.api.mirror import RateMirror
 from ratesvc.domain import DIRECTIONS, SourceState
 from ratesvc.settings import Settings
+from tests.unit.api.api_helpers import MAX_AGE_MS, T0, FakeClock, client_for, full_set, status, tick
 
 EXPECTED_ALL = (
     b'{"exchanger":"binance","courses":['

@@ -5,11 +5,11 @@
 from __future__ import annotations
 
 import httpx
-from api_helpers import client_for, full_set
 
 from ratesvc.api.app import create_app
 from ratesvc.api.mirror import RateMirror
 from ratesvc.settings import Settings
+from tests.unit.api.api_helpers import client_for, full_set
 
 
 async def test_health_is_always_ok(settings: Settings, empty_mirror: RateMirror) -> None:

@@ -9,12 +9,12 @@ from urllib.parse import quote
 
 import httpx
 import pytest
-from api_helpers import client_for
 from fastapi import FastAPI
 
 from ratesvc.api.app import create_app
 from ratesvc.api.mirror import RateMirror
 from ratesvc.settings import Settings
+from tests.unit.api.api_helpers import client_for
 
 LONG = "B" * 200
 SEVENTEEN = "&".join(["direction=BTC-USD"] * 16 + ["direction=ETH-USD"])

@@ -6,10 +6,9 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from api_helpers import T0, FakeClock, status, tick
-
 from ratesvc.api.snapshot import Snapshot
 from ratesvc.domain import Leg, RateTick, SourceState
+from tests.unit.api.api_helpers import T0, FakeClock, status, tick
 
 
 def cross(btc_ms: int, fx_ms: int, value: str) -> RateTick:

@@ -8,12 +8,12 @@ from __future__ import annotations
 from decimal import Decimal
 
 import pytest
-from source_helpers import read_fixture
 
 from ratesvc.domain import Quote, Transport
 from ratesvc.errors import ParseError
 from ratesvc.sources.base import RotateRequested, truncate
 from ratesvc.sources.binance import BinanceOptions, BinanceSource
+from tests.unit.sources.source_helpers import read_fixture
 
 RECEIVED_MS = 1_700_000_000_000
 

@@ -12,7 +12,6 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 import httpx
-from source_helpers import read_fixture
 from websockets.asyncio.server import ServerConnection, serve
 
 from ratesvc.domain import Quote, SourceState, SourceStatus
@@ -20,6 +19,7 @@ from ratesvc.errors import SourceError
 from ratesvc.sources.backoff import Backoff
 from ratesvc.sources.binance import BinanceOptions, BinanceSource
 from ratesvc.sources.supervise import supervise
+from tests.unit.sources.source_helpers import read_fixture
 
 
 def book_ticker(symbol: str, bid: str, ask: str) -> str:

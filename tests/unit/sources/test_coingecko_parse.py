@@ -8,11 +8,11 @@ from __future__ import annotations
 from decimal import Decimal
 
 import pytest
-from source_helpers import read_fixture
 
 from ratesvc.domain import Quote, Transport
 from ratesvc.errors import ParseError
 from ratesvc.sources.coingecko import CoinGeckoOptions, CoinGeckoSource
+from tests.unit.sources.source_helpers import read_fixture
 
 RECEIVED_MS = 1_711_356_400_000
 

@@ -1,4 +1,7 @@
-"""CoinGeckoSource polling through a mocked HTTP transport: headers, errors, cadence."""
+"""CoinGeckoSource polling through a mocked HTTP transport: request, headers, errors.
+
+Cadence, budget and back-off: test_coingecko_budget.py.
+"""
 
 # test names say what they check
 # pylint: disable=missing-function-docstring,missing-class-docstring
@@ -10,14 +13,14 @@ import asyncio
 import httpx
 import pytest
 from loguru import logger
-from source_helpers import read_fixture
 
-from ratesvc.domain import Quote, SourceState, SourceStatus
+from ratesvc.domain import SourceStatus
 from ratesvc.errors import RateLimited, SourceError
 from ratesvc.sources.backoff import Backoff
 from ratesvc.sources.base import Frame
 from ratesvc.sources.coingecko import CoinGeckoOptions, CoinGeckoSource
 from ratesvc.sources.supervise import supervise
+from tests.unit.sources.source_helpers import read_fixture
 
 KEY = "CG-s3cr3t-key-value"
 BODY = read_fixture("coingecko", "simple_price.json")
@@ -42,13 +45,6 @@ def make_source(api: Api, **options: object) -> CoinGeckoSource:
     return CoinGeckoSource(
         CoinGeckoOptions(_env_file=None, **options), http_transport=httpx.MockTransport(api)
     )
-
-
-def fast_source(api: Api, **cadence: float) -> CoinGeckoSource:
-    """A source with cadences below the 1 s minimum the settings enforce, so tests run fast."""
-    fields = {**CoinGeckoOptions(_env_file=None).model_dump(), **cadence}
-    options = CoinGeckoOptions.model_construct(**fields)
-    return CoinGeckoSource(options, http_transport=httpx.MockTransport(api))
 
 
 async def first_frame(source: CoinGeckoSource) -> Frame:
@@ -155,58 +151,3 @@ async def _supervise_briefly(source: CoinGeckoSource) -> None:
 
 async def _ignore(_: object) -> None:
     return None
-
-
-async def test_polls_at_once_then_set_active_switches_cadence_at_once() -> None:
-    api = Api()
-    source = fast_source(api, active_poll_interval_s=0.01)
-    assert source.poll_interval_s() == 300
-    frames = source.frames()
-    try:
-        await anext(frames)  # immediately, without waiting a cadence
-        nxt = asyncio.ensure_future(anext(frames))
-        await asyncio.sleep(0.05)
-        assert not nxt.done()  # standby: the next poll is 300 s away
-        source.set_active(True)  # wakes the sleeping loop; 0.01 s since the last poll is due
-        await asyncio.wait_for(nxt, timeout=5)
-        assert source.poll_interval_s() == 0.01
-        source.set_active(False)
-        assert source.poll_interval_s() == 300
-    finally:
-        await frames.aclose()  # type: ignore[attr-defined]
-    assert len(api.requests) == 2
-
-
-async def test_supervised_poll_backs_off_on_429_then_serves_quotes() -> None:
-    api = Api(httpx.Response(429, headers={"Retry-After": "0"}), httpx.Response(200, content=BODY))
-    quotes: list[Quote] = []
-    statuses: list[SourceStatus] = []
-    stop = asyncio.Event()
-
-    async def on_quotes(batch: list[Quote]) -> None:
-        quotes.extend(batch)
-        stop.set()
-
-    async def on_status(status: SourceStatus) -> None:
-        statuses.append(status)
-
-    backoff = Backoff(initial_s=0.01, max_s=0.01)
-    await asyncio.wait_for(
-        supervise(
-            fast_source(api, poll_interval_s=0.01),
-            on_quotes=on_quotes,
-            on_status=on_status,
-            backoff=backoff,
-            stop=stop,
-        ),
-        timeout=5,
-    )
-    assert [status.state for status in statuses] == [SourceState.DOWN, SourceState.UP]
-    assert len(quotes) == 6 and len(api.requests) == 2
-
-
-async def test_a_failed_poll_is_not_retried_sooner_than_the_cadence() -> None:
-    assert make_source(Api()).retry_floor_s() == 300
-    source = make_source(Api())
-    source.set_active(True)
-    assert source.retry_floor_s() == 30

@@ -10,13 +10,13 @@ from collections.abc import AsyncIterator
 from decimal import Decimal
 
 import pytest
-from source_helpers import metric
 
 from ratesvc.domain import Quote, SourceState, SourceStatus
 from ratesvc.errors import ParseError, RateLimited, SourceError
 from ratesvc.sources.backoff import Backoff
 from ratesvc.sources.base import Frame, Source
 from ratesvc.sources.supervise import supervise
+from tests.unit.sources.source_helpers import metric
 
 STALL = "<stall>"  # keep the connection open and silent
 STOP = "<stop>"  # end the test: set the stop event, then stay silent

@@ -1,0 +1,204 @@
+"""Binance REST market data for BinanceSource: exchangeInfo and the websocket's REST fallback.
+
+Docs: https://developers.binance.com/docs/binance-spot-api-docs/rest-api (market data endpoints,
+LIMITS). Not a registered source: BinanceSource.fallback() returns a BinanceRestPoller, which
+supervise() runs while the websocket fails. ``GET /api/v3/ticker/bookTicker?symbols=[...]
+&symbolStatus=TRADING`` costs weight 4 and silently drops halted or delisted symbols, so no frozen
+price is ever served. Sample body (one entry per symbol, prices as strings)::
+
+    [{"symbol":"BTCUSDT","bidPrice":"67000.10000000","bidQty":"1.2",
+      "askPrice":"67000.30000000","askQty":"0.8"}]
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import Awaitable, Callable
+from decimal import Decimal, InvalidOperation
+from typing import TYPE_CHECKING, Any
+
+import httpx
+import orjson
+
+from ratesvc.domain import Quote, Transport
+from ratesvc.errors import ParseError, SourceError
+from ratesvc.sources.base import raise_for_status
+from ratesvc.sources.poll import Clock, PollSource, Sleep
+
+if TYPE_CHECKING:
+    from ratesvc.sources.binance import BinanceOptions
+
+# exchange symbol -> normalised symbol; RUB symbols are deliberately absent (delisted 2024-01-30)
+SYMBOLS: dict[str, str] = {"BTCUSDT": "BTC/USDT", "ETHUSDT": "ETH/USDT", "USDCUSDT": "USDC/USDT"}
+INVALID_SYMBOL = -1121
+WEIGHT_LIMIT_1M = 6000  # REQUEST_WEIGHT per minute per IP since 2023-08-25 (exchangeInfo has it)
+BOOK_TICKER_WEIGHT = 4  # with symbols=[...]
+USED_WEIGHT_HEADER = "x-mbx-used-weight-1m"
+
+
+class BinanceRestPoller(PollSource):
+    """Binance quotes (bid/ask mid) from ticker/bookTicker polls, under a request-weight budget.
+
+    Polls every BINANCE_REST_POLL_INTERVAL_S, backs off on failures, honours Retry-After of 429
+    and 418 (IP ban), and reads X-MBX-USED-WEIGHT-1M: when the next call would take the IP's use
+    past BINANCE_REST_WEIGHT_FRACTION of the per-minute limit, it waits for the next minute.
+    """
+
+    name = "binance"
+    max_backoff_s = 60.0
+
+    def __init__(  # pylint: disable=too-many-arguments
+        self,
+        options: BinanceOptions,
+        *,
+        symbols: Callable[[], Awaitable[list[str]]],
+        http_transport: httpx.AsyncBaseTransport | None = None,
+        clock: Clock = time.monotonic,
+        sleep: Sleep = asyncio.sleep,
+        wall_clock: Clock = time.time,
+    ) -> None:
+        super().__init__(
+            # a slow cadence must not look stale between two polls
+            stale_after_s=max(options.stale_after_s, 3 * options.rest_poll_interval_s),
+            timeout_s=options.timeout_s,
+            http_transport=http_transport,
+            clock=clock,
+            sleep=sleep,
+        )
+        self.options = options
+        self.wall_clock = wall_clock
+        self.weight_limit_1m = WEIGHT_LIMIT_1M
+        self._symbols = symbols
+        self._used_weight = 0  # the IP's use in `_used_minute`, per the last response
+        self._used_minute = -1
+
+    @property
+    def weight_budget(self) -> float:
+        """Request weight per minute this poller may take the IP's use up to."""
+        return self.weight_limit_1m * self.options.rest_weight_fraction
+
+    def poll_interval_s(self) -> float:
+        """The configured cadence, slowed if needed to fit the weight budget on its own."""
+        return max(self.options.rest_poll_interval_s, 60 * BOOK_TICKER_WEIGHT / self.weight_budget)
+
+    def next_poll_at(self) -> float:
+        """The cadence and back-off (PollSource), and room in this minute's weight budget."""
+        return max(super().next_poll_at(), self.weight_free_at())
+
+    def weight_free_at(self) -> float:
+        """clock() time from which one more call fits the weight budget (-inf: now)."""
+        now = self.wall_clock()
+        minute = int(now // 60)
+        if (
+            minute != self._used_minute
+            or self._used_weight + BOOK_TICKER_WEIGHT <= self.weight_budget
+        ):
+            return -math.inf
+        # Binance counts weight per clock minute: the budget is free again when the minute ends
+        return self.clock() + (minute + 1) * 60 - now
+
+    async def request(self, client: httpx.AsyncClient) -> httpx.Response:
+        """One bookTicker call for the tradable symbols; 429/418 -> RateLimited."""
+        symbols = await self._symbols()
+        response = await client.get(
+            f"{self.options.rest_url}/api/v3/ticker/bookTicker",
+            params={"symbols": orjson.dumps(symbols).decode(), "symbolStatus": "TRADING"},
+        )
+        self._observe_weight(response)
+        raise_for_status(response, venue_message=response.text[:200])
+        return response
+
+    def _observe_weight(self, response: httpx.Response) -> None:
+        try:
+            used = int(response.headers.get(USED_WEIGHT_HEADER, ""))
+        except ValueError:
+            return
+        self._used_weight, self._used_minute = used, int(self.wall_clock() // 60)
+        if used + BOOK_TICKER_WEIGHT > self.weight_budget:
+            self.log.warning(
+                "REST weight budget reached ({used} of {budget:.0f}/min): waiting for next minute",
+                used=used,
+                budget=self.weight_budget,
+            )
+
+    def parse(self, raw: str | bytes, *, received_ms: int) -> list[Quote]:
+        """Mid-price quotes of one bookTicker answer ([] when no symbol is TRADING)."""
+        try:
+            entries = orjson.loads(raw)
+        except orjson.JSONDecodeError as err:
+            raise ParseError("not JSON") from err
+        if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+            raise ParseError("expected a JSON array of objects")
+        quotes = []
+        for entry in entries:
+            symbol = SYMBOLS.get(str(entry.get("symbol")))
+            if symbol is None:
+                raise ParseError(f"unexpected symbol {str(entry.get('symbol'))[:40]!r}")
+            mid = (price(entry, "bidPrice") + price(entry, "askPrice")) / 2
+            quotes.append(Quote(self.name, symbol, mid, received_ms, Transport.REST))
+        return quotes
+
+
+async def fetch_exchange_info(
+    client: httpx.AsyncClient, symbols: list[str]
+) -> tuple[dict[str, str], int | None]:
+    """Status per symbol (an unknown symbol is absent) and the REQUEST_WEIGHT/min limit if given.
+
+    Raises:
+        RateLimited, SourceError: the call failed.
+    """
+    response = await client.get(
+        "/api/v3/exchangeInfo", params={"symbols": orjson.dumps(symbols).decode()}
+    )
+    if response.status_code == 400 and error_code(response) == INVALID_SYMBOL:
+        # one unknown symbol fails a whole batched call: ask one by one
+        found: dict[str, str] = {}
+        limit = None
+        for symbol in symbols if len(symbols) > 1 else []:
+            statuses, limit = await fetch_exchange_info(client, [symbol])
+            found |= statuses
+        return found, limit
+    raise_for_status(response, venue_message=response.text[:200])
+    try:
+        body = response.json()
+        statuses = {item["symbol"]: item["status"] for item in body["symbols"]}
+    except (ValueError, KeyError, TypeError) as err:
+        raise SourceError(f"unexpected exchangeInfo body: {response.text[:200]}") from err
+    return statuses, _weight_limit(body.get("rateLimits"))
+
+
+def _weight_limit(rate_limits: Any) -> int | None:
+    for item in rate_limits if isinstance(rate_limits, list) else []:
+        if isinstance(item, dict) and (
+            item.get("rateLimitType"),
+            item.get("interval"),
+            item.get("intervalNum"),
+        ) == ("REQUEST_WEIGHT", "MINUTE", 1):
+            limit = item.get("limit")
+            return limit if isinstance(limit, int) and limit > 0 else None
+    return None
+
+
+def price(event: dict[str, Any], key: str) -> Decimal:
+    """A positive decimal from a Binance price string (never via float)."""
+    value = event.get(key)
+    if not isinstance(value, str):
+        raise ParseError(f"field {key!r} missing or not a string")
+    try:
+        result = Decimal(value)
+    except InvalidOperation as err:
+        raise ParseError(f"field {key!r} is not a decimal: {value[:40]!r}") from err
+    if not result.is_finite() or result <= 0:
+        raise ParseError(f"field {key!r} is not a positive price: {value[:40]!r}")
+    return result
+
+
+def error_code(response: httpx.Response) -> int | None:
+    """The ``code`` of a Binance error body, or None."""
+    try:
+        code = response.json().get("code")
+    except (ValueError, AttributeError):
+        return None
+    return code if isinstance(code, int) else None
