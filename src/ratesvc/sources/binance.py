@@ -19,7 +19,7 @@ the websocket, probed with the normal backoff, delivers again. Trimmed sample fr
 | BINANCE_REST_URL | https://api.binance.com | REST base URL (exchangeInfo, REST fallback) |
 | BINANCE_STREAM | bookTicker | bookTicker (bid/ask mid), miniTicker, ticker, trade, aggTrade |
 | BINANCE_USDC_CORRECTION | false | also stream USDCUSDT when it is TRADING |
-| BINANCE_STALE_AFTER_S | 10 | no quote for this long: stale, reconnect; freshness limit |
+| BINANCE_STALE_AFTER_S | 5 | no quote for this long: stale, reconnect; freshness limit (BTC and ETH books move many times a second) |
 | BINANCE_EXCHANGE_INFO_REFRESH_S | 3600 | how often symbol status is re-checked |
 | BINANCE_PING_INTERVAL_S | 20 | client websocket ping period |
 | BINANCE_PING_TIMEOUT_S | 20 | no pong within this: the socket is dead, reconnect |
@@ -70,7 +70,7 @@ class BinanceOptions(BaseSettings):
     rest_url: str = "https://api.binance.com"
     stream: Literal["bookTicker", "miniTicker", "ticker", "trade", "aggTrade"] = "bookTicker"
     usdc_correction: bool = False
-    stale_after_s: float = Field(10.0, gt=0, le=3600)
+    stale_after_s: float = Field(5.0, gt=0, le=3600)
     exchange_info_refresh_s: float = Field(3600.0, ge=60)
     ping_interval_s: float = Field(20.0, gt=0, le=600)
     ping_timeout_s: float = Field(20.0, gt=0, le=600)

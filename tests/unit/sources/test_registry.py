@@ -29,7 +29,7 @@ def test_load_sources_builds_the_named_sources_in_order() -> None:
     coingecko, binance = load_sources(["coingecko", "binance"], env_file=None)
     assert isinstance(coingecko, CoinGeckoSource) and isinstance(binance, BinanceSource)
     assert (coingecko.name, coingecko.stale_after_s) == ("coingecko", 900)
-    assert (binance.name, binance.stale_after_s) == ("binance", 10)
+    assert (binance.name, binance.stale_after_s) == ("binance", 5)
 
 
 def test_option_models_cover_every_registered_source() -> None:
