@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # Tests are named as sentences and use pytest fixtures: docstrings and fixture shadowing are noise.
 TEST_PYLINT_OFF := missing-function-docstring,missing-class-docstring,redefined-outer-name,protected-access
 
-.PHONY: install run test lint format sim
+.PHONY: install run test lint format sim up up-sim down deploy-check
 
 $(BIN)/ratesvc: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -25,11 +25,23 @@ test: install
 	$(BIN)/python -m pytest
 
 lint: install
-	$(BIN)/black --check --diff src tests aerich_migrations
-	$(BIN)/isort --check-only --diff src tests aerich_migrations
+	$(BIN)/black --check --diff src tests aerich_migrations bench locust
+	$(BIN)/isort --check-only --diff src tests aerich_migrations bench locust
 	$(BIN)/pylint src/ratesvc
-	$(BIN)/pylint --disable=$(TEST_PYLINT_OFF) tests
+	$(BIN)/pylint --disable=$(TEST_PYLINT_OFF) tests bench locust
 
 format: install
-	$(BIN)/isort src tests aerich_migrations
-	$(BIN)/black src tests aerich_migrations
+	$(BIN)/isort src tests aerich_migrations bench locust
+	$(BIN)/black src tests aerich_migrations bench locust
+
+up:
+	docker compose up --build -d
+
+up-sim:
+	docker compose -f docker-compose.yml -f docker-compose.sim.yml up --build -d
+
+down:
+	docker compose down
+
+deploy-check: install
+	$(BIN)/python -m pytest tests/deploy -q
