@@ -1,26 +1,34 @@
 """The rate bus on Redis: the ONLY module that knows Redis key names.
 
 Publishes ticks and source status to the stream `ratesvc:ticks` and, in the same MULTI/EXEC
-pipeline, to the latest-value hashes; reads the stream for the persister (consumer group) and the
-API mirrors (plain XREAD). Raises redis errors to its callers; never HTTP.
+pipeline (or, fenced by the collector lease, in one Lua script), to the latest-value hashes; holds
+the collector lease; reads the stream for the persister (consumer group) and the API mirrors (plain
+XREAD). Raises redis errors to its callers; never HTTP.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import orjson
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
+from ratesvc.connections import REDIS_ERRORS
 from ratesvc.domain import RateTick, SourceStatus, event_from_fields
+from ratesvc.errors import RatesvcError
 
 STREAM = "ratesvc:ticks"
 DEAD_LETTER = "ratesvc:ticks:dead"
 LATEST = "ratesvc:latest"  # hash: "exchanger:direction" -> tick fields as JSON
 STATUS = "ratesvc:status"  # hash: source -> status fields as JSON
 GROUP = "persister"
-LEASE = "ratesvc:collector:lease"
+LEASE = "ratesvc:collector:lease"  # string "<holder>:<term>" with a PX expiry: the publisher
+LEASE_TERM = "ratesvc:collector:term"  # counter: INCR on every acquisition = the fencing term
+CALLS = "ratesvc:calls:"  # + "<source>:<YYYY-MM>": budgeted API calls made by every collector
+CALLS_TTL_S = 40 * 24 * 3600  # a month's counter outlives its month, then goes
+TERM_FIELD = "term"  # stream field: the lease term a fenced publish was made under
 
 Event = RateTick | SourceStatus
 # What decoding a junk entry may raise (missing fields, bad numbers, malformed legs).
@@ -36,21 +44,155 @@ def _unjson(raw: str | bytes) -> dict[str, str]:
     return orjson.loads(raw)
 
 
+# Acquire: free -> INCR the term and SET the lease; still ours (ARGV[3]) -> extend it, same term;
+# held by another -> {0, value, pttl}. One script, so a term is never burnt on a lost race.
+_ACQUIRE_LUA = """
+local current = redis.call('GET', KEYS[1])
+if current then
+  if current == ARGV[3] then
+    redis.call('PEXPIRE', KEYS[1], ARGV[2])
+    return {1, current}
+  end
+  return {0, current, redis.call('PTTL', KEYS[1])}
+end
+local token = ARGV[1] .. ':' .. redis.call('INCR', KEYS[2])
+redis.call('SET', KEYS[1], token, 'PX', ARGV[2])
+return {1, token}
+"""
+_RENEW_LUA = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+"""
+_RELEASE_LUA = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+# Fenced publish. KEYS: lease, stream, latest hash, status hash. ARGV: token, maxlen, term, then per
+# event: hash ('t' latest / 's' status), hash field, hash value, n, n field/value pairs.
+# Refuses ({0, current holder}) unless the lease still holds exactly our token: the check and the
+# writes are one atomic script, so an old leader can never write after a new term began.
+_PUBLISH_LUA = """
+local current = redis.call('GET', KEYS[1])
+if current ~= ARGV[1] then
+  return {0, current or ''}
+end
+local out = {1}
+local i = 4
+while i <= #ARGV do
+  local n = tonumber(ARGV[i + 3])
+  local entry = {}
+  for j = 1, 2 * n do
+    entry[j] = ARGV[i + 3 + j]
+  end
+  entry[2 * n + 1] = 'term'
+  entry[2 * n + 2] = ARGV[3]
+  out[#out + 1] = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', unpack(entry))
+  local hash = KEYS[3]
+  if ARGV[i] == 's' then
+    hash = KEYS[4]
+  end
+  redis.call('HSET', hash, ARGV[i + 1], ARGV[i + 2])
+  i = i + 4 + 2 * n
+end
+return out
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseToken:
+    """One acquisition of the collector lease: who holds it and its fencing term."""
+
+    holder: str
+    term: int
+
+    @property
+    def value(self) -> str:
+        """The lease key's value, ``<holder>:<term>``."""
+        return f"{self.holder}:{self.term}"
+
+    @classmethod
+    def parse(cls, raw: str) -> LeaseToken:
+        """Inverse of `value` (the holder may itself contain ':'). Raises ValueError."""
+        holder, _, term = raw.rpartition(":")
+        return cls(holder, int(term))
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseClaim:
+    """Answer to an acquisition attempt: our token, or who holds the lease and for how long."""
+
+    token: LeaseToken | None
+    holder: str = ""  # the lease's current value when another process holds it
+    ttl_ms: int = 0  # its remaining time to live
+
+
+class FencedOut(RatesvcError):
+    """A fenced publish was refused: the lease no longer holds the publisher's token."""
+
+    def __init__(self, token: LeaseToken, holder: str) -> None:
+        super().__init__(f"lease {token.value} is gone (now {holder or 'free'}); nothing written")
+        self.token = token
+        self.holder = holder
+
+
 class RateBus:
     """Typed access to the stream and hashes. `redis` must use decode_responses=True."""
 
     def __init__(self, redis: Redis, *, maxlen: int = 100_000) -> None:
         self.redis = redis
         self.maxlen = maxlen
+        # register_script does no I/O; EVALSHA reloads a script the server lost (restart)
+        self._acquire = redis.register_script(_ACQUIRE_LUA)
+        self._renew = redis.register_script(_RENEW_LUA)
+        self._release = redis.register_script(_RELEASE_LUA)
+        self._publish_fenced = redis.register_script(_PUBLISH_LUA)
+
+    # ---------------------------------------------------------------- collector lease
+    async def acquire_lease(
+        self, holder: str, *, lease_ms: int, previous: LeaseToken | None = None
+    ) -> LeaseClaim:
+        """Take the lease when free (new term) or still holding `previous` (same term, extended)."""
+        reply = await self._acquire(
+            keys=[LEASE, LEASE_TERM],
+            args=[holder, lease_ms, previous.value if previous else ""],
+        )
+        if int(reply[0]) == 1:
+            return LeaseClaim(LeaseToken.parse(str(reply[1])))
+        return LeaseClaim(None, holder=str(reply[1]), ttl_ms=int(reply[2]))
+
+    async def renew_lease(self, token: LeaseToken, *, lease_ms: int) -> bool:
+        """Extend the lease to `lease_ms` from now, only if it still holds `token`."""
+        return int(await self._renew(keys=[LEASE], args=[token.value, lease_ms])) == 1
+
+    async def release_lease(self, token: LeaseToken) -> bool:
+        """Delete the lease, only if it still holds `token` (clean shutdown: instant takeover)."""
+        return int(await self._release(keys=[LEASE], args=[token.value])) == 1
+
+    async def lease_holder(self) -> LeaseToken | None:
+        """Who holds the lease now (for tools and tests)."""
+        raw = await self.redis.get(LEASE)
+        return LeaseToken.parse(str(raw)) if raw else None
 
     # ---------------------------------------------------------------- publish side (collector)
-    async def publish(self, events: Sequence[Event]) -> list[str]:
+    async def publish(
+        self, events: Sequence[Event], *, fence: LeaseToken | None = None
+    ) -> list[str]:
         """XADD every event (bounded with MAXLEN ~) and update the latest-value hashes atomically.
 
-        Returns the stream ids, in order.
+        With `fence`, the writes happen only while the lease holds exactly that token, in one Lua
+        script, and every entry carries the term (field ``term``). Returns the stream ids, in order.
+
+        Raises:
+            FencedOut: `fence` was given and the lease holds something else; nothing was written.
         """
         if not events:
             return []
+        if fence is not None:
+            return await self._publish_with_fence(events, fence)
         async with self.redis.pipeline(transaction=True) as pipe:
             for event in events:
                 fields = event.to_fields()
@@ -62,6 +204,22 @@ class RateBus:
                     pipe.hset(STATUS, event.source, _json(event.to_fields()))
             results = await pipe.execute()
         return [str(r) for r in results[: len(events)]]
+
+    async def _publish_with_fence(self, events: Sequence[Event], fence: LeaseToken) -> list[str]:
+        args: list[str | int] = [fence.value, self.maxlen, fence.term]
+        for event in events:
+            fields = event.to_fields()
+            if isinstance(event, RateTick):
+                args += ["t", event.key, _json(fields)]
+            else:
+                args += ["s", event.source, _json(fields)]
+            args.append(len(fields))
+            for name, value in fields.items():
+                args += [name, value]
+        reply = await self._publish_fenced(keys=[LEASE, STREAM, LATEST, STATUS], args=args)
+        if int(reply[0]) != 1:
+            raise FencedOut(fence, str(reply[1]))
+        return [str(r) for r in reply[1:]]
 
     async def seed_latest(self, ticks: Sequence[RateTick]) -> int:
         """Fill the latest-value hash from history (cold start); never overwrites newer values."""
@@ -194,6 +352,48 @@ class RateBus:
         except ResponseError:
             return length, 0
         return length, int(pending["pending"])
+
+
+class CallLedger:
+    """Monthly API call counts shared by every collector (CoinGecko's quota is per account).
+
+    Never raises: while Redis is unreachable it answers from, and counts into, a local tally that
+    is folded back in when Redis returns, so a quota is never under-counted.
+    """
+
+    def __init__(self, redis: Redis) -> None:
+        self.redis = redis
+        self._local: dict[str, int] = {}  # calls counted while Redis was unreachable
+
+    async def get(self, key: str) -> int:
+        """Calls counted under `key` so far."""
+        try:
+            await self._fold(key)
+            return int(await self.redis.get(CALLS + key) or 0)
+        except REDIS_ERRORS:
+            return self._local.get(key, 0)
+
+    async def incr(self, key: str) -> int:
+        """Count one call under `key`; return the new total."""
+        try:
+            await self._fold(key)
+            async with self.redis.pipeline(transaction=True) as pipe:
+                pipe.incr(CALLS + key)
+                pipe.expire(CALLS + key, CALLS_TTL_S)
+                total, _ = await pipe.execute()
+            return int(total)
+        except REDIS_ERRORS:
+            self._local[key] = self._local.get(key, 0) + 1
+            return self._local[key]
+
+    async def _fold(self, key: str) -> None:
+        pending = self._local.pop(key, 0)
+        if pending:
+            try:
+                await self.redis.incrby(CALLS + key, pending)
+            except REDIS_ERRORS:
+                self._local[key] = self._local.get(key, 0) + pending
+                raise
 
 
 def decode_entry(fields: dict[str, str]) -> Event:

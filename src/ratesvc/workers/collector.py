@@ -3,6 +3,17 @@
 Data flows one way: sources -> quote table -> derived ticks -> outbox -> bus (Redis). A value is
 published when it changes (at most once per PUBLISH_MIN_INTERVAL_MS per direction, the last change
 always following) and re-confirmed every REFRESH_INTERVAL_S while its legs keep advancing.
+
+Hot standby: every collector supervises its sources and derives, but only the holder of the Redis
+lease (workers/lease.py) publishes, fenced by its term (bus.py). What happens to events on the way:
+- standby (another process holds the lease): nothing is queued;
+- lease lost (renewal refused or impossible, fenced publish refused): publishing stops at once,
+  events keep queuing (bounded);
+- lease regained with no other holder in between (same term, or the very next one: a lone
+  collector after a Redis outage): the queue is flushed in order, history is complete;
+- otherwise (first term of this process, or another process published meanwhile): the queue is
+  dropped, since those values are stale and would interleave with the other publisher's, and the
+  current state (every derivable value, every source status) is published at once instead.
 """
 
 from __future__ import annotations
@@ -15,14 +26,14 @@ from decimal import Decimal
 from loguru import logger
 from redis.asyncio import Redis
 
-from ratesvc import metrics
-from ratesvc.bus import RateBus
+from ratesvc.bus import CallLedger, Event, LeaseToken, RateBus
 from ratesvc.connections import connect_redis
 from ratesvc.directions import DerivationConfig, derive_all
 from ratesvc.domain import Quote, RateTick, SourceState, SourceStatus, now_ms
 from ratesvc.settings import Settings
 from ratesvc.sources.base import Source
 from ratesvc.sources.supervise import Backoff, supervise
+from ratesvc.workers.lease import Leadership, default_holder
 from ratesvc.workers.outbox import Outbox
 
 PRIMARY = "binance"
@@ -36,7 +47,10 @@ class _Published:
 
 
 class Collector:
-    """Turns quotes into published direction ticks; owns the throttle and refresh rules."""
+    """Turns quotes into published direction ticks; owns the throttle and refresh rules.
+
+    Also the lease listener (see the module docstring for what each change does to the outbox).
+    """
 
     def __init__(
         self,
@@ -54,7 +68,7 @@ class Collector:
         self.clock = clock
         self.quotes: dict[tuple[str, str], Quote] = {}
         self.published: dict[str, _Published] = {}
-        self.states: dict[str, SourceState] = {}
+        self.statuses: dict[str, SourceStatus] = {}
 
     async def on_quotes(self, quotes: Sequence[Quote]) -> None:
         """Fold new quotes into the table (newer wins) and publish what became due."""
@@ -67,19 +81,50 @@ class Collector:
 
     async def on_status(self, status: SourceStatus) -> None:
         """Publish a source's state change."""
-        if self.states.get(status.source) != status.state:
+        old = self.statuses.get(status.source)
+        if old is None or old.state != status.state:
             logger.info(
                 "{source} is {state} ({reason})",
                 source=status.source,
                 state=status.state,
                 reason=status.reason or "-",
             )
-        self.states[status.source] = status.state
+        self.statuses[status.source] = status
         self.outbox.put([status])
 
     def primary_healthy(self) -> bool:
         """True while the primary exchanger delivers data."""
-        return self.states.get(PRIMARY) is SourceState.UP
+        status = self.statuses.get(PRIMARY)
+        return status is not None and status.state is SourceState.UP
+
+    def snapshot(self) -> list[Event]:
+        """The current state: every source's last status, then every derivable value."""
+        now = self.clock()
+        ticks = derive_all(self.quotes, self.config)
+        for tick in ticks:
+            self.published[tick.key] = _Published(tick.value, tick.ts_ms, now)
+        return [*self.statuses.values(), *ticks]
+
+    # ---------------------------------------------------------------- lease listener
+    def on_gain(self, token: LeaseToken, *, continues: bool) -> None:
+        """Publishing under `token`: flush a continued backlog, or start from the current state."""
+        if continues:
+            self.outbox.resume()
+            return
+        self.outbox.drop()  # stale, and another publisher's entries may lie between them and now
+        self.outbox.resume()  # before put: a discarding outbox would swallow the snapshot
+        self.outbox.put(self.snapshot())
+        logger.info("publishing the current state under term {term}", term=token.term)
+
+    def on_loss(self, token: LeaseToken, reason: str) -> None:
+        """Stop publishing at once; keep queuing in case the next term continues this one."""
+        del token, reason  # Leadership logged them
+        self.outbox.hold()
+
+    def on_superseded(self, holder: str) -> None:
+        """Another collector publishes: drop the backlog, queue nothing while standing by."""
+        del holder
+        self.outbox.discard()
 
     def flush_due(self) -> list[RateTick]:
         """Publish every derived value that changed (throttled) or needs its periodic refresh."""
@@ -98,7 +143,6 @@ class Collector:
                 due.append(tick)
         for tick in due:
             self.published[tick.key] = _Published(tick.value, tick.ts_ms, now)
-            metrics.TICKS_PUBLISHED.labels(tick.exchanger).inc()
         if due:
             self.outbox.put(due)
         return due
@@ -128,13 +172,20 @@ def derivation_config(settings: Settings, sources: Sequence[Source]) -> Derivati
 
 
 async def _follow_primary(
-    collector: Collector, sources: Sequence[Source], stop: asyncio.Event
+    collector: Collector,
+    sources: Sequence[Source],
+    stop: asyncio.Event,
+    *,
+    leading: Callable[[], bool],
 ) -> None:
-    """Poll secondaries at their active cadence while the primary is not healthy."""
+    """Poll secondaries at their active cadence while the primary is not healthy.
+
+    A standby keeps them at the slow cadence: both collectors share the venues' call budgets.
+    """
     has_primary = any(s.name == PRIMARY for s in sources)
     active: bool | None = None
     while not stop.is_set():
-        want = not (has_primary and collector.primary_healthy())
+        want = leading() and not (has_primary and collector.primary_healthy())
         if want != active:
             for source in sources:
                 if source.name != PRIMARY:
@@ -146,19 +197,17 @@ async def _follow_primary(
             pass
 
 
-async def run_collector(
-    settings: Settings,
-    *,
-    stop: asyncio.Event,
-    sources: Sequence[Source],
-    redis: Redis | None = None,
-) -> None:
-    """Run the collector role until `stop` is set."""
-    if not sources:
-        raise ValueError("the collector needs at least one enabled source (SOURCES)")
-    owned = redis is None
-    redis = redis or await connect_redis(str(settings.redis_url))
-    bus = RateBus(redis, maxlen=settings.stream_maxlen)
+@dataclass(slots=True)
+class CollectorParts:
+    """A collector wired to its outbox and lease, ready to run (run_collector, tests)."""
+
+    collector: Collector
+    outbox: Outbox
+    leadership: Leadership
+
+
+def assemble(settings: Settings, bus: RateBus, sources: Sequence[Source]) -> CollectorParts:
+    """Build the collector, its fenced outbox and its leadership from settings."""
     outbox = Outbox(bus.publish)
     collector = Collector(
         outbox,
@@ -166,8 +215,40 @@ async def run_collector(
         min_interval_ms=settings.publish_min_interval_ms,
         refresh_interval_ms=int(settings.refresh_interval_s * 1000),
     )
-    logger.info("collector started with sources {names}", names=[s.name for s in sources])
-    source_stop = asyncio.Event()
+    leadership = Leadership(
+        bus,
+        settings.collector_id or default_holder(),
+        lease_ms=settings.collector_lease_ms,
+        listener=collector,
+    )
+    outbox.fence_with(leadership)
+    return CollectorParts(collector, outbox, leadership)
+
+
+async def run_collector(
+    settings: Settings,
+    *,
+    stop: asyncio.Event,
+    sources: Sequence[Source],
+    redis: Redis | None = None,
+) -> None:
+    """Run the collector role until `stop` is set (publishing only while it holds the lease)."""
+    if not sources:
+        raise ValueError("the collector needs at least one enabled source (SOURCES)")
+    owned = redis is None
+    redis = redis or await connect_redis(str(settings.redis_url))
+    bus = RateBus(redis, maxlen=settings.stream_maxlen)
+    ledger = CallLedger(redis)  # budgets are per account: every collector counts into one ledger
+    for source in sources:
+        source.use_ledger(ledger)
+    parts = assemble(settings, bus, sources)
+    collector, leadership = parts.collector, parts.leadership
+    logger.info(
+        "collector {holder} started with sources {names}",
+        holder=leadership.holder,
+        names=[s.name for s in sources],
+    )
+    source_stop, outbox_stop, lease_stop = asyncio.Event(), asyncio.Event(), asyncio.Event()
     tasks = [
         asyncio.create_task(
             supervise(
@@ -182,14 +263,26 @@ async def run_collector(
         for source in sources
     ]
     tasks.append(asyncio.create_task(collector.run_ticker(source_stop)))
-    tasks.append(asyncio.create_task(_follow_primary(collector, sources, source_stop)))
-    outbox_task = asyncio.create_task(outbox.run(stop))
+    tasks.append(
+        asyncio.create_task(
+            _follow_primary(collector, sources, source_stop, leading=leadership.is_leader)
+        )
+    )
+    lease_task = asyncio.create_task(leadership.run(lease_stop))
+    outbox_task = asyncio.create_task(parts.outbox.run(outbox_stop))
     try:
         await stop.wait()
     finally:
+        # sources first, then flush what they produced while still leading, then hand over
         source_stop.set()
         await asyncio.gather(*tasks, return_exceptions=True)
-        await asyncio.wait_for(outbox_task, timeout=10)
-        if owned:
-            await redis.aclose()
-        logger.info("collector stopped")
+        outbox_stop.set()
+        try:
+            await asyncio.wait_for(outbox_task, timeout=10)
+        finally:
+            lease_stop.set()
+            await asyncio.gather(lease_task, return_exceptions=True)
+            await leadership.release()
+            if owned:
+                await redis.aclose()
+            logger.info("collector stopped")

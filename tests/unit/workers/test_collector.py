@@ -2,9 +2,11 @@
 
 from decimal import Decimal
 
+from ratesvc.bus import LeaseToken
 from ratesvc.directions import DerivationConfig
 from ratesvc.domain import Quote, RateTick, SourceState, SourceStatus
 from ratesvc.workers.collector import Collector
+from ratesvc.workers.outbox import Mode, Outbox
 
 T0 = 1_700_000_000_000
 
@@ -100,3 +102,94 @@ async def test_status_events_are_published_and_track_primary_health():
         SourceState.UP,
         SourceState.DOWN,
     ]
+
+
+# ---------------------------------------------------------------- the lease listener
+class StaticFence:
+    def __init__(self) -> None:
+        self.current: LeaseToken | None = None
+
+    def token(self) -> LeaseToken | None:
+        return self.current
+
+    def fenced(self, token: LeaseToken, reason: str) -> None:
+        del token, reason
+
+
+def make_fenced():
+    """A collector over a real (not running) fenced Outbox: inspect what it queued."""
+
+    async def never(events, *, fence):  # pragma: no cover - the outbox is not run here
+        raise AssertionError((events, fence))
+
+    outbox, clock = Outbox(never), Clock()
+    outbox.fence_with(StaticFence())
+    config = DerivationConfig(max_age_ms={"binance": 10_000, "coingecko": 900_000})
+    collector = Collector(
+        outbox, config, min_interval_ms=250, refresh_interval_ms=2_000, clock=clock
+    )
+    return collector, outbox, clock
+
+
+def queued(outbox: Outbox) -> list:
+    return list(outbox._queue)
+
+
+async def test_a_standby_derives_but_queues_nothing():
+    collector, outbox, _ = make_fenced()
+    await collector.on_status(SourceStatus("binance", SourceState.UP, T0))
+    await collector.on_quotes([btc("65000", T0)])
+    assert len(outbox) == 0 and outbox.mode is Mode.DISCARDING
+    assert collector.primary_healthy() and collector.published  # warm: derived all along
+
+
+async def test_a_takeover_publishes_the_current_statuses_and_values_at_once():
+    collector, outbox, clock = make_fenced()
+    await collector.on_status(SourceStatus("binance", SourceState.UP, T0))
+    await collector.on_quotes([btc("65000", T0)])
+    clock.now += 10
+    await collector.on_quotes([btc("65100", T0 + 10)])  # throttled: not yet "published"
+    collector.on_gain(LeaseToken("bravo", 2), continues=False)
+    events = queued(outbox)
+    assert outbox.mode is Mode.PUBLISHING
+    assert events[0] == SourceStatus("binance", SourceState.UP, T0)
+    values = {e.key: e.value for e in events if isinstance(e, RateTick)}
+    assert values["binance:BTC-USD"] == Decimal(65100)
+    assert set(values) >= {"binance:BTC-USD", "binance:USDTTRC-USD", "binance:USDTERC-USD"}
+    collector.flush_due()  # the snapshot counts as published: nothing due again
+    assert len(queued(outbox)) == len(events)
+
+
+async def test_a_loss_holds_and_a_continued_term_keeps_the_backlog_without_a_snapshot():
+    collector, outbox, clock = make_fenced()
+    collector.on_gain(LeaseToken("solo", 1), continues=False)
+    await collector.on_quotes([btc("65000", T0)])
+    collector.on_loss(LeaseToken("solo", 1), "redis unreachable")
+    assert outbox.mode is Mode.HOLDING
+    clock.now += 300
+    await collector.on_quotes([btc("65100", T0 + 300)])
+    backlog = queued(outbox)
+    collector.on_gain(LeaseToken("solo", 2), continues=True)
+    assert queued(outbox) == backlog and outbox.mode is Mode.PUBLISHING
+    assert [t.value for t in backlog if isinstance(t, RateTick) and t.key == "binance:BTC-USD"] == [
+        Decimal(65000),
+        Decimal(65100),
+    ]
+
+
+async def test_being_superseded_drops_the_backlog_and_a_later_term_starts_from_fresh_values():
+    collector, outbox, clock = make_fenced()
+    collector.on_gain(LeaseToken("alpha", 1), continues=False)
+    await collector.on_quotes([btc("65000", T0)])
+    collector.on_loss(LeaseToken("alpha", 1), "paused")
+    clock.now += 300
+    await collector.on_quotes([btc("65100", T0 + 300)])
+    collector.on_superseded("bravo:2")
+    assert len(outbox) == 0 and outbox.mode is Mode.DISCARDING
+    clock.now += 300
+    await collector.on_quotes([btc("65200", T0 + 600)])
+    collector.on_gain(LeaseToken("alpha", 3), continues=False)
+    btc_values = [
+        e.value for e in queued(outbox) if isinstance(e, RateTick) and e.key == "binance:BTC-USD"
+    ]
+    assert btc_values == [Decimal(65200)]
