@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from decimal import Decimal
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import orjson
 import pytest
@@ -27,6 +27,7 @@ from ratesvc.sim.testing import SimControl, eventually
 from ratesvc.sources.binance import BinanceOptions, BinanceSource
 from ratesvc.workers.collector import assemble, run_collector
 from ratesvc.workers.outbox import Mode
+from tests.integration.redis_proxy import RedisProxy
 
 pytestmark = pytest.mark.integration
 
@@ -35,66 +36,6 @@ WAIT_S = 10.0  # bound for every poll: only a hang reaches it
 
 
 # ---------------------------------------------------------------- helpers
-class RedisProxy:
-    """TCP proxy to Redis: `cut()` drops and refuses connections, `blackhole()` holds bytes."""
-
-    def __init__(self, redis_url: str) -> None:
-        self.parts = urlsplit(redis_url)
-        self.port = 0
-        self._server: asyncio.Server | None = None
-        self._writers: set[asyncio.StreamWriter] = set()
-        self._flowing = asyncio.Event()
-        self._flowing.set()
-
-    @property
-    def url(self) -> str:
-        auth = self.parts.netloc.rpartition("@")[0]
-        netloc = f"{auth}@127.0.0.1:{self.port}" if auth else f"127.0.0.1:{self.port}"
-        return urlunsplit(self.parts._replace(netloc=netloc))
-
-    async def open(self) -> RedisProxy:
-        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
-        self.port = self._server.sockets[0].getsockname()[1]
-        return self
-
-    async def cut(self) -> None:
-        """The process is gone for Redis: every connection closed, new ones refused."""
-        assert self._server is not None
-        self._server.close()
-        for writer in list(self._writers):
-            writer.close()
-        self._flowing.set()
-        await self._server.wait_closed()
-
-    def blackhole(self) -> None:
-        """A partition: connections stay open, bytes wait here (for `heal`)."""
-        self._flowing.clear()
-
-    def heal(self) -> None:
-        """Deliver everything held, late, and flow again."""
-        self._flowing.set()
-
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        up_reader, up_writer = await asyncio.open_connection(
-            self.parts.hostname or "127.0.0.1", self.parts.port or 6379
-        )
-        self._writers.update((writer, up_writer))
-        with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.gather(
-                self._pipe(reader, up_writer), self._pipe(up_reader, writer), return_exceptions=True
-            )
-
-    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while data := await reader.read(65536):
-                await self._flowing.wait()
-                writer.write(data)
-                await writer.drain()
-        finally:
-            writer.close()
-            self._writers.discard(writer)
-
-
 class Running:
     """One `run_collector` task."""
 

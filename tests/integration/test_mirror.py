@@ -8,7 +8,6 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from decimal import Decimal
-from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
@@ -20,6 +19,7 @@ from ratesvc.bus import RateBus
 from ratesvc.domain import DIRECTIONS, Leg, RateTick, SourceStatus, now_ms
 from ratesvc.settings import Settings
 from ratesvc.store.repository import RateRepository
+from tests.integration.redis_proxy import RedisProxy
 
 pytestmark = pytest.mark.integration
 
@@ -55,59 +55,6 @@ async def running(mirror: RateMirror) -> AsyncIterator[RateMirror]:
         yield mirror
     finally:
         await mirror.stop()
-
-
-class CuttableProxy:
-    """A TCP proxy in front of Redis that a test can cut and restore (a network outage)."""
-
-    def __init__(self, redis_url: str) -> None:
-        parts = urlsplit(redis_url)
-        self.unix_path = parts.path if parts.scheme == "unix" else None
-        self.target = (parts.hostname or "127.0.0.1", parts.port or 6379)
-        db = parse_qs(parts.query).get("db", [""])[0] if self.unix_path else parts.path.strip("/")
-        self.db = db or "0"
-        self.port = 0
-        self._server: asyncio.Server | None = None
-        self._writers: set[asyncio.StreamWriter] = set()
-
-    @property
-    def url(self) -> str:
-        """URL of the proxy, same db as the target."""
-        return f"redis://127.0.0.1:{self.port}/{self.db}"
-
-    async def open(self) -> None:
-        """Listen (again, on the same port once it is known)."""
-        self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
-        self.port = self._server.sockets[0].getsockname()[1]
-
-    async def cut(self) -> None:
-        """Stop listening and drop every proxied connection."""
-        assert self._server is not None
-        self._server.close()
-        for writer in list(self._writers):
-            writer.close()
-        await self._server.wait_closed()
-
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if self.unix_path:
-            up_reader, up_writer = await asyncio.open_unix_connection(self.unix_path)
-        else:
-            up_reader, up_writer = await asyncio.open_connection(*self.target)
-        self._writers.update((writer, up_writer))
-        # Python 3.11's stream callback logs a cancelled handler as an error: end quietly.
-        with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.gather(
-                self._pipe(reader, up_writer), self._pipe(up_reader, writer), return_exceptions=True
-            )
-
-    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while data := await reader.read(65536):
-                writer.write(data)
-                await writer.drain()
-        finally:
-            writer.close()
-            self._writers.discard(writer)
 
 
 @pytest.fixture(name="bus")
@@ -192,7 +139,7 @@ async def test_redis_outage_keeps_the_snapshot_then_resyncs(
     redis: aioredis.Redis, redis_url: str
 ) -> None:
     await RateBus(redis).publish(all_ticks("binance", "100"))
-    proxy = CuttableProxy(redis_url)
+    proxy = RedisProxy(redis_url)
     await proxy.open()
     client = aioredis.Redis.from_url(proxy.url, decode_responses=True)
     try:
