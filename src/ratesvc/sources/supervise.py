@@ -7,6 +7,10 @@ websocket) is served by it while the primary transport keeps failing: after
 `source.refused()` says the venue refused the connection. The primary is probed meanwhile with
 the normal backoff; its first quote stops the fallback. The status stays UP while the fallback
 serves (with its transport), so consumers know the values are fresh.
+
+With a fallback, a failure of the primary is reported DOWN only if no quote arrived over either
+transport within DOWN_GRACE_S: a websocket drop that the fallback (or a quick reconnect) bridges
+is not a failover for the API. Without a fallback, DOWN is reported at once.
 """
 
 from __future__ import annotations
@@ -17,10 +21,14 @@ import time
 from ratesvc.domain import SourceState, SourceStatus, Transport
 from ratesvc.metrics import SOURCE_TRANSPORT
 from ratesvc.sources.backoff import Backoff
-from ratesvc.sources.base import Source
+from ratesvc.sources.base import Source, first_of
 from ratesvc.sources.lane import CONNECTION_ERRORS, Clock, Lane, OnQuotes, OnStatus, Sleep
 
-__all__ = ["Backoff", "CONNECTION_ERRORS", "supervise"]
+__all__ = ["Backoff", "CONNECTION_ERRORS", "DOWN_GRACE_S", "supervise"]
+
+# How long a failing primary may go unreported while a fallback transport takes over: short
+# enough that a real outage still fails over well within the 2 s target.
+DOWN_GRACE_S = 1.0
 
 
 async def supervise(
@@ -60,6 +68,8 @@ class _Supervisor(Lane):
         self.fallback_source = source.fallback()
         self._fallback: asyncio.Task[None] | None = None
         self._fallback_stop = asyncio.Event()
+        self._deliveries = 0  # first quotes seen on either transport (cancels a deferred DOWN)
+        self._deferred: asyncio.Task[None] | None = None
 
     async def run(self) -> None:
         """The primary lane; the fallback lane is started and stopped from its hooks."""
@@ -68,9 +78,12 @@ class _Supervisor(Lane):
             await super().run()
         finally:
             await self._stop_fallback()
+            if self._deferred is not None:
+                self._deferred.cancel()
             self._use_transport(None)
 
     async def _first_quote(self) -> None:
+        self._deliveries += 1
         if self._fallback is not None and self.fallback_source is not None:
             await self._stop_fallback()  # before UP(primary), so no fallback status follows it
             self.log.info(
@@ -84,9 +97,21 @@ class _Supervisor(Lane):
     async def _report(self, state: SourceState, reason: str, error: BaseException | None) -> None:
         if self._fallback is not None:
             return  # while the fallback runs, it reports the source's state
-        await super()._report(state, reason, error)
+        if self.fallback_source is None or state is not SourceState.DOWN:
+            await super()._report(state, reason, error)
+        elif self._deferred is None or self._deferred.done():
+            self._deferred = asyncio.create_task(self._report_later(state, reason, error))
         if self.fallback_source is not None and self._fallback_due(error):
             self._start_fallback(self.fallback_source, reason)
+
+    async def _report_later(
+        self, state: SourceState, reason: str, error: BaseException | None
+    ) -> None:
+        """Report the failure unless either transport delivers within DOWN_GRACE_S."""
+        seen = self._deliveries
+        await first_of(self.sleep(DOWN_GRACE_S), self.stop.wait())
+        if self._deliveries == seen and not self.stop.is_set():
+            await super()._report(state, reason, error)
 
     def _fallback_due(self, error: BaseException | None) -> bool:
         if self.failures >= self.source.fallback_after_failures:
@@ -120,6 +145,8 @@ class _Supervisor(Lane):
         self._fallback = asyncio.create_task(lane.run())
 
     async def _fallback_status(self, status: SourceStatus) -> None:
+        if status.state is SourceState.UP:
+            self._deliveries += 1
         await self._emit(status.state, status.reason, status.transport)
 
     async def _stop_fallback(self) -> None:

@@ -121,11 +121,8 @@ async def test_refusal_switches_to_the_fallback_at_once_and_back_on_the_primary_
 
     await run.until(done)
     assert run.prices[:2] == [10, 11] and run.prices[-1] == 1
-    assert run.states == [
-        (SourceState.DOWN, Transport.WS),
-        (SourceState.UP, Transport.REST),
-        (SourceState.UP, Transport.WS),
-    ]
+    # the fallback bridged the refusal within the grace: never reported DOWN
+    assert run.states == [(SourceState.UP, Transport.REST), (SourceState.UP, Transport.WS)]
     assert rest.opened == rest.closed == 1  # the fallback stopped when the primary came back
     assert transport_gauge("ws") == 0 and transport_gauge("rest") == 0  # stopped: neither
 
@@ -137,7 +134,7 @@ async def test_failures_without_refusal_switch_after_the_threshold() -> None:
     ws.fallback_after_failures = 3
     run = await Run(ws).until(lambda r: r.prices == [10])
     assert events[:4] == ["ws open", "ws open", "ws open", "rest open"]
-    assert run.states == [(SourceState.DOWN, Transport.WS), (SourceState.UP, Transport.REST)]
+    assert run.states == [(SourceState.UP, Transport.REST)]
 
 
 async def test_a_primary_that_delivered_and_dropped_once_is_not_replaced() -> None:
@@ -145,11 +142,8 @@ async def test_a_primary_that_delivered_and_dropped_once_is_not_replaced() -> No
     ws = Scripted(["1", OSError("reset")], ["2", HOLD], backup=rest)
     run = await Run(ws).until(lambda r: r.prices[-1] == 2)
     assert rest.opened == 0
-    assert run.states == [
-        (SourceState.UP, Transport.WS),
-        (SourceState.DOWN, Transport.WS),
-        (SourceState.UP, Transport.WS),
-    ]
+    # the reconnect delivered within the grace: the drop is not reported
+    assert run.states == [(SourceState.UP, Transport.WS)]
 
 
 async def test_primary_failures_are_not_reported_while_the_fallback_serves() -> None:
@@ -166,7 +160,7 @@ async def test_primary_failures_are_not_reported_while_the_fallback_serves() -> 
     opener = asyncio.create_task(_open_when(lambda: ws.opened >= 5, probed))
     run = await Run(ws).until(lambda r: r.prices[-1] == 11)
     await opener
-    assert run.states == [(SourceState.DOWN, Transport.WS), (SourceState.UP, Transport.REST)]
+    assert run.states == [(SourceState.UP, Transport.REST)]
     assert metric("ratesvc_source_errors_total", source="fake", kind="connection") == (
         errors_before + 4
     )
@@ -176,12 +170,28 @@ async def test_a_failing_fallback_reports_with_its_own_transport() -> None:
     rest = ScriptedRest([OSError("rest down")], ["10", HOLD])
     ws = Scripted([ConnectionRefusedError()], backup=rest)
     run = await Run(ws).until(lambda r: r.prices == [10])
-    assert run.states == [
-        (SourceState.DOWN, Transport.WS),
-        (SourceState.DOWN, Transport.REST),
-        (SourceState.UP, Transport.REST),
-    ]
-    assert "rest down" in run.statuses[1].reason
+    assert run.states == [(SourceState.DOWN, Transport.REST), (SourceState.UP, Transport.REST)]
+    assert "rest down" in run.statuses[0].reason
+
+
+async def test_a_primary_failure_nothing_bridges_is_reported_after_the_grace() -> None:
+    rest = ScriptedRest([HOLD])  # connects, never quotes
+    ws = Scripted([ConnectionRefusedError()], [HOLD], backup=rest)
+    statuses: list[SourceStatus] = []
+    stop = asyncio.Event()
+
+    async def on_status(status: SourceStatus) -> None:
+        statuses.append(status)
+        stop.set()
+
+    async def on_quotes(_: list[Quote]) -> None:
+        raise AssertionError("no quote expected")
+
+    runner = supervise(
+        ws, on_quotes=on_quotes, on_status=on_status, backoff=Backoff(initial_s=0.001), stop=stop
+    )
+    await asyncio.wait_for(runner, timeout=10)  # a guard against hangs, not a threshold
+    assert [(s.state, s.transport) for s in statuses] == [(SourceState.DOWN, Transport.WS)]
 
 
 async def _open_when(condition: Callable[[], bool], gate: asyncio.Event) -> None:
