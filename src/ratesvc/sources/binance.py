@@ -19,7 +19,7 @@ the websocket, probed with the normal backoff, delivers again. Trimmed sample fr
 | BINANCE_REST_URL | https://api.binance.com | REST base URL (exchangeInfo, REST fallback) |
 | BINANCE_STREAM | bookTicker | bookTicker (bid/ask mid), miniTicker, ticker, trade, aggTrade |
 | BINANCE_USDC_CORRECTION | false | also stream USDCUSDT when it is TRADING |
-| BINANCE_STALE_AFTER_S | 5 | no quote for this long: stale, reconnect; freshness limit (BTC and ETH books move many times a second) |
+| BINANCE_STALE_AFTER_S | 5 | no quote for this long: stale, reconnect; freshness limit |
 | BINANCE_EXCHANGE_INFO_REFRESH_S | 3600 | how often symbol status is re-checked |
 | BINANCE_PING_INTERVAL_S | 20 | client websocket ping period |
 | BINANCE_PING_TIMEOUT_S | 20 | no pong within this: the socket is dead, reconnect |
