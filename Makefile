@@ -28,7 +28,7 @@ lint: install
 	$(BIN)/black --check --diff src tests aerich_migrations bench locust
 	$(BIN)/isort --check-only --diff src tests aerich_migrations bench locust
 	$(BIN)/pylint src/ratesvc
-	$(BIN)/pylint --disable=$(TEST_PYLINT_OFF) tests bench locust
+	$(BIN)/pylint --disable=$(TEST_PYLINT_OFF) tests bench locust/*.py
 
 format: install
 	$(BIN)/isort src tests aerich_migrations bench locust

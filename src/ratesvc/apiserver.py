@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import uvicorn
 
@@ -12,6 +13,25 @@ from ratesvc.logs import uvicorn_log_config
 from ratesvc.settings import Settings
 
 APP_FACTORY = "ratesvc.api.app:app_from_env"
+
+
+def uvicorn_options(host: str, port: int, *, log_level: str = "info") -> dict[str, Any]:
+    """uvicorn settings of every API worker (bench/bare_app.py serves its ceiling with them too)."""
+    return {
+        "host": host,
+        "port": port,
+        "log_config": uvicorn_log_config(),
+        # An explicit level: uvicorn wraps the app in a per-message TRACE logger whenever its
+        # logger's effective level is <= TRACE, which the root level 0 of logs.py would make it.
+        "log_level": log_level.lower(),
+        "access_log": False,
+        # No "server: uvicorn" on every answer (bytes on the wire, and a version hint); Date stays.
+        "server_header": False,
+        "proxy_headers": True,
+        "forwarded_allow_ips": "*",
+        "timeout_graceful_shutdown": 5,
+        "backlog": 4096,
+    }
 
 
 def serve_api(
@@ -23,23 +43,15 @@ def serve_api(
     env_file: Path | None = None,
 ) -> None:
     """Block serving HTTP until SIGINT/SIGTERM (uvicorn handles the signals and drains)."""
-    host = host or settings.api_host
-    port = port or settings.api_port
     workers = workers or settings.api_workers
-    common = {
-        "host": host,
-        "port": port,
-        "log_config": uvicorn_log_config(),
-        "access_log": False,
-        "proxy_headers": True,
-        "forwarded_allow_ips": "*",
-        "timeout_graceful_shutdown": 5,
-        "backlog": 4096,
-    }
+    common = uvicorn_options(
+        host or settings.api_host, port or settings.api_port, log_level=settings.log_level
+    )
     if workers == 1:
-        from ratesvc.api.app import create_app  # pylint: disable=import-outside-toplevel
+        # pylint: disable-next=import-outside-toplevel
+        from ratesvc.api.app import create_app, with_fast_path
 
-        uvicorn.run(create_app(settings), **common)
+        uvicorn.run(with_fast_path(create_app(settings)), **common)
         return
     # Worker processes build their own app from the environment; metrics aggregate on disk.
     os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="ratesvc-prom-"))

@@ -1,7 +1,8 @@
 """The FastAPI application: wiring of mirror, routes, error handlers and metrics.
 
-`create_app(settings)` for one in-process worker and the tests; `app_from_env()` for
-`uvicorn --factory` worker processes (`ratesvc api --workers N`).
+`create_app(settings)` builds the FastAPI app (the tests use it as is); workers serve it behind
+the /courses fast path, `with_fast_path(app)`: `app_from_env()` for `uvicorn --factory` worker
+processes (`ratesvc api --workers N`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from starlette_exporter import PrometheusMiddleware
 
 from ratesvc.api import courses, health, problems, v1
 from ratesvc.api.courses import CoursesEndpoint
+from ratesvc.api.fastpath import FastPath, RequestMetrics
 from ratesvc.api.mirror import HistoryLoader, RateMirror
 from ratesvc.api.render import RenderCache
 from ratesvc.bus import RateBus
@@ -128,7 +130,14 @@ def create_app(
     return app
 
 
-def app_from_env() -> FastAPI:
+def with_fast_path(app: FastAPI) -> FastPath:
+    """`app` behind the pure-ASGI fast path of GET /courses and /v1/courses: what workers serve."""
+    # The series of the PrometheusMiddleware in create_app (same app_name and prefix).
+    metrics = RequestMetrics(app_name="ratesvc", prefix="ratesvc_http")
+    return FastPath(app, endpoint=app.state.courses, metrics=metrics)
+
+
+def app_from_env() -> FastPath:
     """`uvicorn --factory` entry: settings from the environment and RATESVC_ENV_FILE (or .env)."""
     # pylint: disable=import-outside-toplevel
     from ratesvc.logs import configure_logging
@@ -136,4 +145,4 @@ def app_from_env() -> FastAPI:
     raw = os.environ.get(ENV_FILE_VARIABLE)
     settings = load_settings(Path(raw) if raw else DEFAULT_ENV_FILE)
     configure_logging(settings.log_level, role="api")
-    return create_app(settings)
+    return with_fast_path(create_app(settings))

@@ -1,0 +1,95 @@
+"""The fast path of `GET /courses` and `GET /v1/courses`: a pure-ASGI front of the FastAPI app.
+
+It answers those two routes straight from the render cache through `CoursesEndpoint.serve` (the
+function the FastAPI routes call, so answers are byte-identical, problems included) and hands
+every other request, lifespan included, to the app. It sits outside the app's whole middleware
+stack: no routing, no middleware layers, no Request object on the hot path. The FastAPI routes
+stay registered for OpenAPI and as the slow path. Request metrics are starlette-exporter's own
+(same names and labels), bound once per route and status, so /metrics and the dashboards see no
+difference.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from time import perf_counter
+
+from loguru import logger
+from prometheus_client import Counter, Histogram
+from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette_exporter import PrometheusMiddleware
+
+from ratesvc.api.courses import CoursesEndpoint
+
+# Fast-path paths -> the version their route fixes (None: negotiated from Accept-Version).
+# The path doubles as the metric's `path` label: it is the route template starlette-exporter uses.
+ROUTES: Mapping[str, str | None] = {"/courses": None, "/v1/courses": "1"}
+
+
+class RequestMetrics:
+    """starlette-exporter's request metrics for the fast-path routes, with children bound once.
+
+    The metric objects are the very ones the middleware registers (it keeps them per name on its
+    class), so both paths add to the same series.
+    """
+
+    def __init__(self, *, app_name: str, prefix: str, method: str = "GET") -> None:
+        probe = PrometheusMiddleware(None, app_name=app_name, prefix=prefix)
+        self.app_name = app_name
+        self.method = method
+        self.count: Counter = probe.request_count
+        self.duration: Histogram = probe.request_time
+        self.in_progress = probe.requests_in_progress.labels(method, app_name)
+        self._children: dict[tuple[str, int], tuple[Counter, Histogram]] = {}
+
+    def record(self, path: str, status: int, seconds: float) -> None:
+        """Count one answered request and observe its duration."""
+        children = self._children.get((path, status))
+        if children is None:
+            labels = (self.method, path, str(status), self.app_name)
+            children = self.count.labels(*labels), self.duration.labels(*labels)
+            self._children[(path, status)] = children
+        children[0].inc()
+        children[1].observe(seconds)
+
+
+class FastPath:
+    """ASGI app: `GET /courses` and `GET /v1/courses` answered here, everything else by `app`.
+
+    Args:
+        app: the FastAPI app (app.with_fast_path builds this front for it).
+        endpoint: the app's CoursesEndpoint (its render caches and query memo).
+        metrics: where fast-path requests are counted.
+    """
+
+    def __init__(self, app: ASGIApp, *, endpoint: CoursesEndpoint, metrics: RequestMetrics) -> None:
+        self.app = app
+        self.serve = endpoint.serve
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path")
+        if path not in ROUTES or scope["type"] != "http" or scope["method"] != "GET":
+            await self.app(scope, receive, send)
+            return
+        begin = perf_counter()
+        try:
+            response = self.serve(scope, ROUTES[path])
+        # A bug in serve: the full stack answers the same request as before (its problem+json
+        # 500, its log line, its metrics); serve is pure, so calling it again is harmless.
+        except Exception:  # pylint: disable=broad-exception-caught
+            logger.opt(exception=True).debug("fast path failed on {path}; slow path", path=path)
+            await self.app(scope, receive, send)
+            return
+        status = response.status_code
+        in_progress = self.metrics.in_progress
+        in_progress.inc()
+        try:
+            await send(
+                {"type": "http.response.start", "status": status, "headers": response.raw_headers}
+            )
+            end = perf_counter()
+            await send({"type": "http.response.body", "body": response.body})
+        finally:
+            in_progress.dec()
+        self.metrics.record(path, status, end - begin)
