@@ -19,6 +19,10 @@ class RateLimited(SourceError):
         self.retry_after_s = retry_after_s
 
 
+class Unavailable(SourceError):
+    """The venue answered with a transient server error (5xx, 408): try again later."""
+
+
 class ParseError(RatesvcError):
     """A frame the adapter should understand but cannot."""
 

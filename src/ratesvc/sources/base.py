@@ -22,7 +22,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidStatus
 
 from ratesvc.domain import Quote, Transport, now_ms
-from ratesvc.errors import ParseError, RateLimited, RatesvcError, SourceError
+from ratesvc.errors import ParseError, RateLimited, RatesvcError, SourceError, Unavailable
 from ratesvc.metrics import SOURCE_SKIPPED_FRAMES
 
 if TYPE_CHECKING:
@@ -226,6 +226,8 @@ def raise_for_status(response: httpx.Response, *, venue_message: str = "") -> No
     detail = f"HTTP {status}" + (f": {venue_message}" if venue_message else "")
     if status in (418, 429):
         raise RateLimited(detail, retry_after_s=retry_after_s(response.headers))
+    if status >= 500 or status == 408:
+        raise Unavailable(detail)
     raise SourceError(detail)
 
 

@@ -18,11 +18,14 @@ from typing import Any, ClassVar
 import httpx
 
 from ratesvc.domain import Transport, now_ms
-from ratesvc.errors import RateLimited, SourceError
+from ratesvc.errors import RateLimited, Unavailable
 from ratesvc.sources.base import Frame, Source, first_of
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[Any]]
+
+
+KEEPALIVE_S = 2.0  # idle connections older than this are closed by the client
 
 
 class PollSource(Source):
@@ -96,8 +99,12 @@ class PollSource(Source):
 
     async def frames(self) -> AsyncIterator[Frame]:
         """Response bodies of one poll loop."""
+        # Polls are seconds to minutes apart, longer than servers keep idle connections: never
+        # reuse one idle past KEEPALIVE_S, or a poll meets a connection the server just closed.
         async with httpx.AsyncClient(
-            timeout=self.timeout_s, transport=self._http_transport
+            timeout=self.timeout_s,
+            transport=self._http_transport,
+            limits=httpx.Limits(keepalive_expiry=KEEPALIVE_S),
         ) as client:
             while True:
                 await self._wait_until_due()
@@ -116,7 +123,7 @@ class PollSource(Source):
                 self.not_before = max(self.not_before, self.clock() + err.retry_after_s)
             raise
         except httpx.TimeoutException as err:
-            raise SourceError(f"timeout after {self.timeout_s:g}s ({type(err).__name__})") from err
+            raise Unavailable(f"timeout after {self.timeout_s:g}s ({type(err).__name__})") from err
         finally:
             self.failed_polls = 0 if ok else self.failed_polls + 1
         return response

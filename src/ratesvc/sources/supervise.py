@@ -10,7 +10,8 @@ serves (with its transport), so consumers know the values are fresh.
 
 With a fallback, a failure of the primary is reported DOWN only if no quote arrived over either
 transport within DOWN_GRACE_S: a websocket drop that the fallback (or a quick reconnect) bridges
-is not a failover for the API. Without a fallback, DOWN is reported at once.
+is not a failover for the API. A polled source (CoinGecko) is reported DOWN only after
+POLL_DOWN_AFTER_FAILURES failed polls in a row. Otherwise DOWN is reported at once.
 """
 
 from __future__ import annotations
@@ -19,16 +20,21 @@ import asyncio
 import time
 
 from ratesvc.domain import SourceState, SourceStatus, Transport
+from ratesvc.errors import RateLimited, Unavailable
 from ratesvc.metrics import SOURCE_TRANSPORT
 from ratesvc.sources.backoff import Backoff
 from ratesvc.sources.base import Source, first_of
 from ratesvc.sources.lane import CONNECTION_ERRORS, Clock, Lane, OnQuotes, OnStatus, Sleep
+from ratesvc.sources.poll import PollSource
 
 __all__ = ["Backoff", "CONNECTION_ERRORS", "DOWN_GRACE_S", "supervise"]
 
 # How long a failing primary may go unreported while a fallback transport takes over: short
 # enough that a real outage still fails over well within the 2 s target.
-DOWN_GRACE_S = 1.0
+DOWN_GRACE_S = 1.5  # above the 1 s ceiling of the first reconnect delay, below the 2 s target
+# A polled source's values stay valid until their legs age out; one failed poll (a 429, a dropped
+# keep-alive connection) is not an outage. Report DOWN after this many failures in a row.
+POLL_DOWN_AFTER_FAILURES = 3
 
 
 async def supervise(
@@ -97,12 +103,27 @@ class _Supervisor(Lane):
     async def _report(self, state: SourceState, reason: str, error: BaseException | None) -> None:
         if self._fallback is not None:
             return  # while the fallback runs, it reports the source's state
+        if self._poll_blip(state, error):
+            return
         if self.fallback_source is None or state is not SourceState.DOWN:
             await super()._report(state, reason, error)
         elif self._deferred is None or self._deferred.done():
             self._deferred = asyncio.create_task(self._report_later(state, reason, error))
         if self.fallback_source is not None and self._fallback_due(error):
             self._start_fallback(self.fallback_source, reason)
+
+    def _poll_blip(self, state: SourceState, error: BaseException | None) -> bool:
+        """A polled source's isolated transient failure: counted and logged, not reported DOWN.
+
+        Configuration errors (a bad key, a spent quota) are reported at once.
+        """
+        return (
+            state is SourceState.DOWN
+            and self.fallback_source is None
+            and isinstance(self.source, PollSource)
+            and isinstance(error, (RateLimited, Unavailable, *CONNECTION_ERRORS))
+            and self.failures < POLL_DOWN_AFTER_FAILURES
+        )
 
     async def _report_later(
         self, state: SourceState, reason: str, error: BaseException | None

@@ -15,7 +15,7 @@ import pytest
 from loguru import logger
 
 from ratesvc.domain import SourceStatus
-from ratesvc.errors import RateLimited, SourceError
+from ratesvc.errors import RateLimited, SourceError, Unavailable
 from ratesvc.sources.backoff import Backoff
 from ratesvc.sources.base import Frame
 from ratesvc.sources.coingecko import CoinGeckoOptions, CoinGeckoSource
@@ -103,8 +103,8 @@ async def test_key_header_follows_the_plan(options: dict[str, object], header: s
             RateLimited,
             None,
         ),
-        (httpx.Response(503, text="Service Unavailable"), SourceError, None),
-        (httpx.ReadTimeout("slow"), SourceError, None),
+        (httpx.Response(503, text="Service Unavailable"), Unavailable, None),
+        (httpx.ReadTimeout("slow"), Unavailable, None),
     ],
 )
 async def test_errors_map_to_source_errors(
