@@ -18,16 +18,8 @@ from typing import Any
 
 from locust import FastHttpUser, between, task
 
-DIRECTIONS = (
-    "BTC-USD",
-    "BTC-RUB",
-    "ETH-USD",
-    "ETH-RUB",
-    "USDTTRC-USD",
-    "USDTTRC-RUB",
-    "USDTERC-USD",
-    "USDTERC-RUB",
-)
+from ratesvc.domain import DIRECTIONS  # the stable order every answer uses
+
 EXCHANGERS = ("binance", "coingecko")
 # What a dashboard shows: everything, the RUB column, one exchanger, one coin.
 WATCHLISTS = (
