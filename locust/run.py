@@ -1,13 +1,14 @@
 """Headless Locust run of locust/locustfile.py, reported under docs/loadtest/ (CSV, HTML, PNG).
 
-Usage: python locust/run.py [--host URL] [--users 1000] [--spawn-rate 100] [--run-time 60]
-                            [--processes 1] [--out docs/loadtest]
+Usage: python locust/run.py [--host URL] [--users 2000] [--spawn-rate 200] [--run-time 90]
+                            [--processes 2] [--out docs/loadtest]
 
 Without --host it starts the native topology of bench/throughput.py (embedded Redis and Postgres,
 `ratesvc sim`, collector, persister, two API workers behind haproxy/haproxy.cfg) and targets its
-HAProxy; with --host it targets that (loopback addresses only). Locust runs for --run-time seconds
-(bounded by a hard timeout), then headless Chromium renders the HTML report to report.png and
-README.md gets the summary table. Needs the `load` extra (`pip install -e '.[load]'`) and
+HAProxy and measures where the CPU went (Locust, HAProxy, the workers, the rest, idle); with --host
+it targets that (loopback addresses only). Locust runs for --run-time seconds (bounded by a hard
+timeout), then headless Chromium renders the HTML report to report.png and README.md gets the
+summary table. Needs the `load` extra (`pip install -e '.[load]'`) and
 Debian's `chromium` for the PNG (skipped with a note when absent).
 """
 
@@ -15,7 +16,9 @@ from __future__ import annotations
 
 import argparse
 import csv
+import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -27,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "src")]
 
 # pylint: disable=wrong-import-position
-from bench.throughput import machine, running_topology  # noqa: E402
+from bench.throughput import CpuMeter, machine, running_topology  # noqa: E402
 
 LOCUSTFILE = Path(__file__).resolve().parent / "locustfile.py"
 PREFIX = "ratesvc"  # CSV file prefix: ratesvc_stats.csv, ratesvc_failures.csv, ...
@@ -42,11 +45,11 @@ def parse_args() -> argparse.Namespace:
     """Command line."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--host", help="target base URL (default: start the native topology)")
-    parser.add_argument("--users", type=int, default=1000)
-    parser.add_argument("--spawn-rate", type=float, default=100)
-    parser.add_argument("--run-time", type=int, default=60, help="seconds")
+    parser.add_argument("--users", type=int, default=2000)
+    parser.add_argument("--spawn-rate", type=float, default=200)
+    parser.add_argument("--run-time", type=int, default=90, help="seconds")
     parser.add_argument(
-        "--processes", type=int, default=1, help="Locust worker processes (one is ~1,300 req/s)"
+        "--processes", type=int, default=2, help="Locust worker processes (one per core here)"
     )
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "loadtest")
     args = parser.parse_args()
@@ -111,6 +114,29 @@ def summary_table(rows: list[dict[str, str]]) -> str:
     return "\n".join(lines)
 
 
+def steady_text(path: Path, users: int) -> str:
+    """Throughput once every user has spawned, from the per-second history (*_stats_history.csv)."""
+    rows = [
+        r for r in stats_rows(path) if r["Name"] == "Aggregated" and int(r["User Count"]) == users
+    ]
+    if len(rows) < 2:
+        return "Steady state: the run ended before every user had spawned."
+    first, last = rows[0], rows[-1]
+    seconds = int(last["Timestamp"]) - int(first["Timestamp"])
+    done = int(last["Total Request Count"]) - int(first["Total Request Count"])
+    failed = int(last["Total Failure Count"]) - int(first["Total Failure Count"])
+    windows = {
+        k: statistics.median(float(r[k]) for r in rows if r[k] != "N/A")
+        for k in ("50%", "95%", "99%")
+    }
+    return (
+        f"Steady state, once all {users} users had spawned ({seconds} s): "
+        f"**{done / seconds:,.0f} req/s**, {failed} failures; p50 {windows['50%']:g} ms, "
+        f"p95 {windows['95%']:g} ms, p99 {windows['99%']:g} ms (medians of Locust's rolling "
+        "10-second percentiles)."
+    )
+
+
 def failures_text(path: Path) -> str:
     """The failures Locust recorded, or a line saying there were none."""
     if not path.exists():
@@ -122,7 +148,7 @@ def failures_text(path: Path) -> str:
     return "\n".join(f"- {r['Name']}: {r['Error']} ({r['Occurrences']}x)" for r in rows)
 
 
-def write_readme(args: argparse.Namespace, target: str, image: str, code: int) -> None:
+def write_readme(args: argparse.Namespace, target: str, image: str, code: int, cpu: str) -> None:
     """docs/loadtest/README.md: command, machine, date, table, failures, the PNG."""
     rows = stats_rows(args.out / f"{PREFIX}_stats.csv")
     command = (
@@ -144,16 +170,19 @@ and `direction` filters, repeated or comma-separated, any case; version by path 
 `Accept-Version`), 1 in 12 sloppy clients (bad requests whose expected 4xx problem+json counts as
 a success). Every answer is checked (status, content type, headers, directions in order).
 {args.users} users spawned at {args.spawn_rate:g}/s for {args.run_time} s ({args.processes} Locust
-process); percentiles cover the whole run, ramp-up included (see the Response Times chart).
+processes); the table covers the whole run, ramp-up included (see the charts).
 
 {summary_table(rows)}
 
+{steady_text(args.out / f"{PREFIX}_stats_history.csv", args.users)}
+
 Failures: {failures_text(args.out / f"{PREFIX}_failures.csv")}
 
-The load generator shares the two cores: one Locust process uses about three quarters of a core
-at 1,500 users (~1,200 req/s), and from there on the generator, not the service, sets the
-response times (p50 rises from a few ms to tens of ms; a second Locust process only adds
-contention). Throughput is therefore measured with wrk: see [../performance.md](../performance.md).
+{cpu}
+Locust needs more CPU per request than the service does, and it shares the machine's cores with
+it, so the figures above measure this machine's capacity to generate realistic, checked load,
+not the service's ceiling. The ceiling is measured with wrk: see
+[../performance.md](../performance.md).
 
 Files: `report.html` (Locust's report), `{PREFIX}_stats.csv`, `{PREFIX}_stats_history.csv`,
 `{PREFIX}_failures.csv`, `{PREFIX}_exceptions.csv`, `report.png` (the HTML rendered by headless
@@ -164,10 +193,35 @@ Chromium).
     (args.out / "README.md").write_text(text, encoding="utf-8")
 
 
-def run_on_topology(args: argparse.Namespace) -> int:
-    """Start the native topology, run Locust against its HAProxy, stop everything."""
+def run_on_topology(args: argparse.Namespace) -> tuple[int, dict[str, float]]:
+    """Start the native topology, run Locust against its HAProxy, stop everything.
+
+    Returns Locust's exit code and the CPU seconds spent during the run by Locust (every one of
+    its processes), HAProxy, the API workers, the rest of the machine, and left idle.
+    """
     with running_topology("ratesvc-locust-", ("api",)) as topo:
-        return run_locust(f"http://127.0.0.1:{topo.ports['lb-api']}", args)
+        meter = CpuMeter(
+            {
+                "haproxy": [topo.lb["api"].proc.pid],
+                "workers": [d.proc.pid for d in topo.workers("api")],
+            }
+        )
+        code = run_locust(f"http://127.0.0.1:{topo.ports['lb-api']}", args)
+        return code, meter.stop()
+
+
+def cpu_text(cpu: dict[str, float]) -> str:
+    """Where the CPU went, in cores on average over the run (reaped children count as Locust)."""
+    if not cpu:
+        return "CPU split not measured (external --host)."
+    wall = sum(cpu.values()) / (os.cpu_count() or 1)  # busy + steal + idle = cores x wall time
+    cores = {k: v / wall for k, v in cpu.items()}
+    return (
+        f"CPU during the run, in cores on average (of {os.cpu_count()}): Locust "
+        f"{cores['wrk']:.2f}, HAProxy {cores['haproxy']:.2f}, the two API workers "
+        f"{cores['workers']:.2f}, everything else (sim, collector, persister, Redis, Postgres, "
+        f"kernel) {cores['other']:.2f}, idle {cores['idle']:.2f}."
+    )
 
 
 def main() -> None:
@@ -175,11 +229,11 @@ def main() -> None:
     args = parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     if args.host:
-        code, target = run_locust(args.host, args), f"`{args.host}`"
+        code, target, cpu = run_locust(args.host, args), f"`{args.host}`", {}
     else:
-        code, target = run_on_topology(args), TOPOLOGY
+        (code, cpu), target = run_on_topology(args), TOPOLOGY
     image = screenshot(args.out / "report.html", args.out / "report.png")
-    write_readme(args, target, image, code)
+    write_readme(args, target, image, code, cpu_text(cpu))
     print((args.out / "README.md").read_text(encoding="utf-8"))
 
 
