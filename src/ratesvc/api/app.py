@@ -17,7 +17,7 @@ from prometheus_client import multiprocess
 from redis.asyncio import Redis
 from starlette_exporter import PrometheusMiddleware
 
-from ratesvc.api import courses, health, problems, v1
+from ratesvc.api import courses, docs, health, problems, v1
 from ratesvc.api.courses import CoursesEndpoint
 from ratesvc.api.fastpath import FastPath, RequestMetrics
 from ratesvc.api.mirror import HistoryLoader, RateMirror
@@ -106,6 +106,8 @@ def create_app(
         version=v1.VERSION,
         description=DESCRIPTION,
         lifespan=lifespan,
+        docs_url=None,  # docs.install serves /docs and /redoc without a CDN
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.mirror = mirror
@@ -115,6 +117,7 @@ def create_app(
     app.include_router(courses.router(endpoint, default_model=v1.CoursesV1))
     app.include_router(v1.router(endpoint))
     app.include_router(health.router)
+    docs.install(app)
     problems.install(app)
     # Outermost, so it also counts the 500s of CatchAllMiddleware. Paths are grouped by route
     # template and unknown paths go to one "__unknown__" label: cardinality stays fixed.

@@ -1,10 +1,13 @@
-"""/health, /ready, /metrics, /docs and /openapi.json."""
+"""/health, /ready, /metrics, /docs, /redoc and /openapi.json."""
 
 # pylint: disable=missing-function-docstring
 
 from __future__ import annotations
 
+import re
+
 import httpx
+import pytest
 
 from ratesvc.api.app import create_app
 from ratesvc.api.mirror import RateMirror
@@ -50,8 +53,33 @@ async def test_metrics_has_service_and_request_metrics(client: httpx.AsyncClient
     assert "/no/such/path/12345" not in text
 
 
-async def test_docs_and_openapi(client: httpx.AsyncClient) -> None:
-    assert (await client.get("/docs")).status_code == 200
+@pytest.mark.parametrize("page", ["/docs", "/redoc"])
+async def test_docs_pages_load_every_asset_from_the_service_itself(
+    client: httpx.AsyncClient, page: str
+) -> None:
+    """Offline networks: a page that needs a CDN renders blank there."""
+    html = await client.get(page)
+    assert html.status_code == 200 and html.headers["content-type"].startswith("text/html")
+    links = re.findall(r"""(?:src|href)=["']([^"']+)["']""", html.text)
+    links += re.findall(r"""(?:url: *|spec-url=)["']([^"']+)["']""", html.text)  # the spec
+    assert "/openapi.json" in links
+    assert not [url for url in links if "//" in url], "a page loads something from another host"
+    assert "cdn" not in html.text.lower()
+    assets = [url for url in links if url.startswith("/docs/assets/")]
+    assert assets, links
+    for url in assets:
+        response = await client.get(url)
+        assert response.status_code == 200, url
+        assert len(response.content) > 1000, url
+
+
+async def test_an_unknown_docs_asset_is_a_404_problem(client: httpx.AsyncClient) -> None:
+    response = await client.get("/docs/assets/nope.js")
+    assert response.status_code == 404
+    assert response.headers["content-type"] == "application/problem+json"
+
+
+async def test_openapi_describes_both_versions(client: httpx.AsyncClient) -> None:
     spec = (await client.get("/openapi.json")).json()
     for path in ("/courses", "/v1/courses"):
         operation = spec["paths"][path]["get"]
