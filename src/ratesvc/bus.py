@@ -101,6 +101,16 @@ end
 return out
 """
 
+# Deletes a consumer of the group only if nothing is pending for it: checked and done atomically,
+# because XGROUP DELCONSUMER drops the consumer's pending entries with it (they would never be
+# persisted). Returns 1 when deleted.
+_DROP_CONSUMER_LUA = """
+if #redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', 1, ARGV[2]) > 0 then
+  return 0
+end
+return redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2]) and 1
+"""
+
 
 @dataclass(frozen=True, slots=True)
 class LeaseToken:
@@ -150,6 +160,7 @@ class RateBus:
         self._renew = redis.register_script(_RENEW_LUA)
         self._release = redis.register_script(_RELEASE_LUA)
         self._publish_fenced = redis.register_script(_PUBLISH_LUA)
+        self._drop_consumer = redis.register_script(_DROP_CONSUMER_LUA)
 
     # ---------------------------------------------------------------- collector lease
     async def acquire_lease(
@@ -343,6 +354,25 @@ class RateBus:
             pipe.xadd(DEAD_LETTER, {**fields, "_origin_id": entry_id, "_reason": reason[:500]})
             pipe.xack(STREAM, GROUP, entry_id)
             await pipe.execute()
+
+    async def drop_idle_consumers(self, *, keep: str, min_idle_ms: int) -> list[str]:
+        """Delete the group's consumers idle for `min_idle_ms` with nothing pending; their names.
+
+        Consumer names are per process (``<host>-<pid>``), so every restart leaves one behind.
+        A consumer with pending entries is kept: claiming moves those to a live consumer first.
+        """
+        try:
+            consumers = await self.redis.xinfo_consumers(STREAM, GROUP)
+        except ResponseError:  # no stream or no group yet
+            return []
+        dropped = []
+        for info in consumers:
+            name = str(info["name"])
+            if name == keep or int(info["pending"]) or int(info["idle"]) < min_idle_ms:
+                continue
+            if await self._drop_consumer(keys=[STREAM], args=[GROUP, name]):
+                dropped.append(name)
+        return dropped
 
     async def group_info(self) -> tuple[int, int]:
         """(stream length, entries pending in the persister group) for metrics."""

@@ -303,6 +303,45 @@ async def test_history_older_than_the_retention_is_pruned_at_start(
     assert [t.value for t in await repo.latest_ticks()] == [recent[-1].value]
 
 
+async def consumers(redis: aioredis.Redis) -> dict[str, int]:
+    """Consumer name -> entries pending for it, in the persister group."""
+    return {c["name"]: c["pending"] for c in await redis.xinfo_consumers(STREAM, GROUP)}
+
+
+async def test_idle_consumers_with_nothing_pending_are_dropped_and_the_others_kept(
+    bus: RateBus, redis: aioredis.Redis
+) -> None:
+    """Every process uses a new consumer name; the group must not grow forever."""
+    await bus.publish(make_ticks(3))
+    assert len(await bus.read_batch("gone-with-pending", count=3, block_ms=10)) == 3
+    await redis.xgroup_createconsumer(STREAM, GROUP, "gone-empty")
+    await redis.xgroup_createconsumer(STREAM, GROUP, "me")
+    await asyncio.sleep(0.2)
+    await redis.xgroup_createconsumer(STREAM, GROUP, "just-started")
+
+    dropped = await bus.drop_idle_consumers(keep="me", min_idle_ms=100)
+
+    assert dropped == ["gone-empty"]
+    assert await consumers(redis) == {"gone-with-pending": 3, "me": 0, "just-started": 0}
+
+
+@pytest.mark.usefixtures("bus")  # the group exists, as a past run left it
+async def test_the_persister_drops_gone_consumers_at_start(
+    settings: Settings, redis: aioredis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Housekeeping at start (then every RETENTION_INTERVAL_S) removes consumers gone for good."""
+    monkeypatch.setattr("ratesvc.workers.persister.CONSUMER_IDLE_DROP_MS", 100)
+    await redis.xgroup_createconsumer(STREAM, GROUP, "host-1234")
+    await asyncio.sleep(0.2)
+
+    async def replaced() -> bool:
+        """the earlier process's consumer deleted, the running one kept"""
+        return set(await consumers(redis)) == {"persister-b"}
+
+    async with running(settings, consumer="persister-b"):
+        await wait_until(replaced)
+
+
 async def test_a_batch_that_keeps_hitting_a_bug_ends_in_the_dead_letter(
     settings: Settings,
     bus: RateBus,

@@ -3,7 +3,8 @@
 Reads the persister consumer group, commits ticks and source events in one transaction and XACKs
 only after the commit; entries a dead consumer left pending are claimed; poison goes to the dead
 letter. Postgres or Redis down: back off and retry the same batch (it stays pending, nothing is
-lost). Retention pruning runs beside it.
+lost). Housekeeping runs beside it: retention pruning, and deleting the group consumers of
+processes gone for good.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from ratesvc.store.db import DB_ERRORS, open_db
 from ratesvc.store.repository import RateRepository
 from ratesvc.workers.persister_batch import Batch, commit, dead_letter, sort_entries
 from ratesvc.workers.persister_support import (
+    CONSUMER_IDLE_DROP_MS,
     Backoff,
     PersisterOptions,
     default_consumer,
@@ -92,13 +94,15 @@ class Persister:
         self._next_claim_at = 0.0
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Persist until `stop` is set; pruning is cancelled when persisting ends."""
-        pruning = asyncio.create_task(self._prune_forever(stop), name="persister-prune")
+        """Persist until `stop` is set; housekeeping is cancelled when persisting ends."""
+        housekeeping = asyncio.create_task(
+            self._housekeeping_forever(stop), name="persister-housekeeping"
+        )
         try:
             await self._persist_forever(stop)
         finally:
-            pruning.cancel()
-            await asyncio.wait([pruning])
+            housekeeping.cancel()
+            await asyncio.wait([housekeeping])
 
     async def _persist_forever(self, stop: asyncio.Event) -> None:
         self.log.info("persister started")
@@ -189,24 +193,44 @@ class Persister:
         await dead_letter(self.bus, poison)
         return batch if len(batch) else None
 
-    async def _prune_forever(self, stop: asyncio.Event) -> None:
-        """Every retention_interval_s (first at start) delete history older than retention_days."""
+    async def _housekeeping_forever(self, stop: asyncio.Event) -> None:
+        """Every retention_interval_s (first at start): prune history, drop gone consumers.
+
+        Housekeeping never stops the persister: a failure is logged, counted and retried at the
+        next interval.
+        """
         while not stop.is_set():
-            cutoff_ms = now_ms() - int(self.options.retention_days * DAY_MS)
-            try:
-                removed = await self.repo.prune(
-                    cutoff_ms, batch_rows=self.options.retention_batch_rows
-                )
-            except DB_ERRORS as err:
-                self.log.error("retention pruning failed: postgres unavailable ({err!r})", err=err)
-                PERSISTER_ERRORS.inc()
-            except Exception:  # pylint: disable=broad-exception-caught
-                # Retention is housekeeping: a bug here must not stop the persister; the next
-                # interval tries again.
-                self.log.exception("retention pruning failed")
-                PERSISTER_ERRORS.inc()
-            else:
-                PERSISTER_PRUNED.inc(removed)
-                if removed:
-                    self.log.info("pruned {n} rows older than the retention", n=removed)
+            await self._prune_history()
+            await self._drop_gone_consumers()
             await sleep_unless(stop, self.options.retention_interval_s)
+
+    async def _prune_history(self) -> None:
+        """Delete history older than retention_days."""
+        cutoff_ms = now_ms() - int(self.options.retention_days * DAY_MS)
+        try:
+            removed = await self.repo.prune(cutoff_ms, batch_rows=self.options.retention_batch_rows)
+        except DB_ERRORS as err:
+            self.log.error("retention pruning failed: postgres unavailable ({err!r})", err=err)
+            PERSISTER_ERRORS.inc()
+        except Exception:  # pylint: disable=broad-exception-caught
+            self.log.exception("retention pruning failed")
+            PERSISTER_ERRORS.inc()
+        else:
+            PERSISTER_PRUNED.inc(removed)
+            if removed:
+                self.log.info("pruned {n} rows older than the retention", n=removed)
+
+    async def _drop_gone_consumers(self) -> None:
+        """Delete group consumers of processes gone for good (idle, nothing pending)."""
+        try:
+            dropped = await self.bus.drop_idle_consumers(
+                keep=self.consumer, min_idle_ms=CONSUMER_IDLE_DROP_MS
+            )
+        except RedisError as err:
+            self.log.warning("consumer clean-up skipped: redis unavailable ({err!r})", err=err)
+        except Exception:  # pylint: disable=broad-exception-caught
+            self.log.exception("consumer clean-up failed")
+            PERSISTER_ERRORS.inc()
+        else:
+            if dropped:
+                self.log.info("dropped {n} idle consumers: {names}", n=len(dropped), names=dropped)
