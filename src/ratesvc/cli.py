@@ -82,7 +82,7 @@ def _cmd_collector(settings: Settings, args: argparse.Namespace) -> int:
 
     _require(settings, "redis_url")
     sources = load_sources(settings.sources, env_file=args.env_file)
-    metrics.serve(settings.collector_metrics_port)
+    metrics.serve(settings.collector_metrics_port, host=settings.metrics_host)
     asyncio.run(run_until_stopped(lambda stop: run_collector(settings, stop=stop, sources=sources)))
     return 0
 
@@ -94,7 +94,7 @@ def _cmd_persister(settings: Settings, _args: argparse.Namespace) -> int:
     from ratesvc.workers.persister import run_persister
 
     _require(settings, "redis_url", "database_url")
-    metrics.serve(settings.persister_metrics_port)
+    metrics.serve(settings.persister_metrics_port, host=settings.metrics_host)
     asyncio.run(run_until_stopped(lambda stop: run_persister(settings, stop=stop)))
     return 0
 

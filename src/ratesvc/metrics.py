@@ -7,6 +7,8 @@ PROMETHEUS_MULTIPROC_DIR is set (see api/app.py).
 
 from __future__ import annotations
 
+from wsgiref.simple_server import WSGIServer
+
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
 # --- sources / collector
@@ -70,10 +72,15 @@ API_VALUE_AGE = Gauge(
 API_REDIS_UP = Gauge("ratesvc_api_redis_up", "1 while the worker follows the stream")
 
 
-def serve(port: int, *, host: str = "0.0.0.0") -> None:
-    """Expose /metrics for roles without an HTTP server (collector, persister); 0 disables."""
-    if port:
-        start_http_server(port, addr=host)
+def serve(port: int, *, host: str) -> WSGIServer | None:
+    """Expose /metrics on host:port for roles without an HTTP server (collector, persister).
+
+    Port 0 disables it. The server runs in a daemon thread; it is returned for shutdown().
+    """
+    if not port:
+        return None
+    server, _thread = start_http_server(port, addr=host)
+    return server
 
 
 # --- sources: transports and call budgets (appended)

@@ -56,6 +56,8 @@ class Settings(BaseSettings):
     database_url: SecretStr | None = None
     data_dir: Path = Path(".ratesvc")
     log_level: LogLevel = "INFO"
+    # interface of the collector's and persister's /metrics (compose: 0.0.0.0, for Prometheus)
+    metrics_host: str = Field("127.0.0.1", min_length=1, pattern=r"^\S+$")
 
     # --- collector
     sources: ExchangerList = Field(default_factory=lambda: list(EXCHANGERS))

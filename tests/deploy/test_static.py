@@ -274,6 +274,8 @@ def test_prometheus_scrapes_every_role_at_its_compose_port(compose):
     } <= targets
     for target in targets - {"localhost:9090"}:
         assert target.split(":")[0] in compose["services"], target
+    for role in ("collector", "collector-standby", "persister"):  # reachable from Prometheus
+        assert compose["services"][role]["environment"]["METRICS_HOST"] == "0.0.0.0", role
     (dns,) = jobs["api"]["dns_sd_configs"]
     assert dns["names"] == ["api"] and dns["port"] == 8000
 
