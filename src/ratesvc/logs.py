@@ -26,8 +26,27 @@ _QUIET = {
 }
 
 
+# Connection failures that asyncpg raises besides OSError (refused, reset, timed out, DNS).
+_CONNECTION_ERRORS = {"CannotConnectNowError", "ConnectionDoesNotExistError"}
+
+
+def connection_failure(exc_info: object) -> str | None:
+    """One line for a dependency's connection failure (its traceback tells an operator nothing).
+
+    None for anything else, whose traceback is kept.
+    """
+    exc = exc_info[1] if isinstance(exc_info, tuple) and len(exc_info) == 3 else None
+    if isinstance(exc, OSError) or type(exc).__name__ in _CONNECTION_ERRORS:
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
 class InterceptHandler(logging.Handler):
-    """Route a standard-library record to loguru, keeping its level and caller."""
+    """Route a standard-library record to loguru, keeping its level and caller.
+
+    A library's warning about a lost or refused connection (the asyncpg pool retrying while
+    Postgres is down, say) becomes one line instead of a 30-line traceback; errors keep theirs.
+    """
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
@@ -37,7 +56,11 @@ class InterceptHandler(logging.Handler):
         frame, depth = logging.currentframe(), 2
         while frame is not None and frame.f_code.co_filename == logging.__file__:
             frame, depth = frame.f_back, depth + 1
-        logger.opt(depth=depth, exception=record.exc_info).log(level, record.getMessage())
+        message, exc_info = record.getMessage(), record.exc_info
+        brief = connection_failure(exc_info) if record.levelno < logging.ERROR else None
+        if brief:
+            message, exc_info = f"{message} ({brief})", None
+        logger.opt(depth=depth, exception=exc_info).log(level, message)
 
 
 def _source_prefix(record: dict) -> bool:
