@@ -24,10 +24,13 @@ def lines_fixture() -> Iterator[list[str]]:
 
 def raised(exc: BaseException) -> BaseException:
     """`exc` after being raised, so it carries a traceback as a logged one would."""
+    caught: BaseException | None = None
     try:
         raise exc
     except BaseException as err:  # pylint: disable=broad-exception-caught
-        return err
+        caught = err
+    assert caught is exc
+    return caught
 
 
 def test_a_library_warning_about_a_refused_connection_is_one_line(lines: list[str]) -> None:
