@@ -43,7 +43,8 @@ PRIMARY = "binance"
 class _Published:
     value: Decimal
     ts_ms: int
-    at_ms: int
+    at_ms: int  # when this direction was last published (change or refresh)
+    changed_at_ms: int  # when its value last changed in a publication
 
 
 class Collector:
@@ -102,7 +103,7 @@ class Collector:
         now = self.clock()
         ticks = derive_all(self.quotes, self.config)
         for tick in ticks:
-            self.published[tick.key] = _Published(tick.value, tick.ts_ms, now)
+            self.published[tick.key] = _Published(tick.value, tick.ts_ms, now, now)
         return [*self.statuses.values(), *ticks]
 
     # ---------------------------------------------------------------- lease listener
@@ -127,22 +128,26 @@ class Collector:
         self.outbox.discard()
 
     def flush_due(self) -> list[RateTick]:
-        """Publish every derived value that changed (throttled) or needs its periodic refresh."""
+        """Publish every derived value that changed (throttled) or needs its periodic refresh.
+
+        A change waits min_interval_ms after the previous *change* only: a refresh (the same
+        value re-published with newer legs) never holds a new value back.
+        """
         now = self.clock()
         due: list[RateTick] = []
         for tick in derive_all(self.quotes, self.config):
             last = self.published.get(tick.key)
             if last is None:
                 due.append(tick)
-                continue
-            changed = tick.value != last.value
-            if not changed and tick.ts_ms <= last.ts_ms:
-                continue
-            wait_ms = self.min_interval_ms if changed else self.refresh_interval_ms
-            if now - last.at_ms >= wait_ms:
+            elif tick.value != last.value:
+                if now - last.changed_at_ms >= self.min_interval_ms:
+                    due.append(tick)
+            elif tick.ts_ms > last.ts_ms and now - last.at_ms >= self.refresh_interval_ms:
                 due.append(tick)
         for tick in due:
-            self.published[tick.key] = _Published(tick.value, tick.ts_ms, now)
+            last = self.published.get(tick.key)
+            changed_at_ms = last.changed_at_ms if last and last.value == tick.value else now
+            self.published[tick.key] = _Published(tick.value, tick.ts_ms, now, changed_at_ms)
         if due:
             self.outbox.put(due)
         return due

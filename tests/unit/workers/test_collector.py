@@ -82,6 +82,27 @@ async def test_unchanged_value_is_refreshed_only_while_its_legs_advance():
     assert len(outbox.ticks("binance:BTC-USD")) == 2
 
 
+async def test_a_change_just_after_a_refresh_is_not_held_back():
+    collector, outbox, clock = make(min_interval_ms=250, refresh_interval_ms=2_000)
+    await collector.on_quotes([btc("65000", T0)])
+    clock.now = T0 + 2_000
+    await collector.on_quotes([btc("65000", T0 + 2_000)])  # refresh: same value, newer legs
+    clock.now = T0 + 2_010
+    await collector.on_quotes([btc("65100", T0 + 2_010)])  # the price moves 10 ms later
+    published = outbox.ticks("binance:BTC-USD")
+    assert [(t.value, t.ts_ms) for t in published] == [
+        (Decimal(65000), T0),
+        (Decimal(65000), T0 + 2_000),
+        (Decimal(65100), T0 + 2_010),
+    ]
+    clock.now = T0 + 2_020  # but changes are still throttled against each other
+    await collector.on_quotes([btc("65200", T0 + 2_020)])
+    assert len(outbox.ticks("binance:BTC-USD")) == 3
+    clock.now = T0 + 2_260
+    collector.flush_due()
+    assert outbox.ticks("binance:BTC-USD")[-1].value == Decimal(65200)
+
+
 async def test_an_older_quote_never_replaces_a_newer_one():
     collector, outbox, clock = make(min_interval_ms=0)
     await collector.on_quotes([btc("65000", T0 + 100)])
