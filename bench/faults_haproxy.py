@@ -15,7 +15,9 @@ import time
 
 import httpx
 from faults_common import ROOT, Ctx, Row
-from faults_stack import Proc, secs, until, wait_for
+from faults_stack import secs, until, wait_for
+
+from tests.procs import Daemon
 
 HOSTS = ("127.0.0.2", "127.0.0.3")
 MAX_REQUESTS = 50_000
@@ -61,12 +63,12 @@ class Balancer:
         self.workers = {host: self.start_worker(host) for host in HOSTS}
         self.lb: subprocess.Popen | None = None
 
-    def start_worker(self, host: str, suffix: str = "") -> Proc:
+    def start_worker(self, host: str, suffix: str = "") -> Daemon:
         args = ["api", "--host", host, "--port", str(self.port)]
         worker = self.stack.spawn(f"api-{host}{suffix}", args)
         ready = f"http://{host}:{self.port}/ready"
         if wait_for(lambda: httpx.get(ready).status_code == 200, 60) is None:
-            raise RuntimeError(f"api worker {host} not ready:\n{worker.tail()}")
+            raise RuntimeError(f"api worker {host} not ready:\n{worker.tail(2000)}")
         return worker
 
     def start_haproxy(self, dns_address: str) -> None:
@@ -131,7 +133,7 @@ def s12_api_worker(ctx: Ctx, row: Row) -> None:
             with Load(f"http://127.0.0.1:{balancer.lb_port}") as load:
                 time.sleep(1.0)
                 t0 = time.monotonic()
-                balancer.workers[HOSTS[-1]].kill()
+                balancer.workers[HOSTS[-1]].kill(group=False)
                 at_kill = len(load.outcomes)
                 down = until(lambda: balancer.active() == 1, t0, 30, 0.05)
                 time.sleep(1.0)

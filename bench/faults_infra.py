@@ -179,7 +179,7 @@ def s11_standby(ctx: Ctx, row: Row) -> None:
     st.collector_ports["standby"] = port
     try:
         if wait_for(lambda: _warm(ctx, "standby") and _leader(ctx), 60, 0.2) is None:
-            raise RuntimeError(f"standby collector not up:\n{standby.tail()}")
+            raise RuntimeError(f"standby collector not up:\n{standby.tail(2000)}")
         time.sleep(1.0)
         leader = _leader(ctx)
         term = int(metric(st.collector(leader), "ratesvc_collector_lease_term"))

@@ -11,9 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -27,6 +24,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from ratesvc.bus import GROUP, STREAM
 from ratesvc.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
 from tests.e2e.harness import PRICES  # the prices the e2e tests expect, one definition
+from tests.procs import Daemon
 
 START_TIMEOUT_S = 90.0
 # The service's defaults, except the CoinGecko cadence (stated in the report).
@@ -107,57 +105,6 @@ def children_of(pid: int) -> list[tuple[int, str]]:
     return found
 
 
-class Proc:
-    """A `python -m ratesvc ...` subprocess in its own session, output in a log file."""
-
-    def __init__(self, name: str, args: list[str], env: dict[str, str], workdir: Path) -> None:
-        self.name, self.args, self.env, self.workdir = name, args, env, workdir
-        self.log = workdir / f"{name}.log"
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> Proc:
-        with self.log.open("ab") as out:
-            self.proc = subprocess.Popen(  # pylint: disable=consider-using-with
-                [sys.executable, "-m", "ratesvc", *self.args],
-                env=self.env,
-                cwd=self.workdir,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        return self
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def kill(self) -> None:
-        """SIGKILL, as a crash would."""
-        if self.alive():
-            assert self.proc is not None
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(timeout=10)
-
-    def stop(self, timeout_s: float = 30.0) -> None:
-        """SIGTERM and wait (bounded), then SIGKILL the process group."""
-        if not self.alive():
-            return
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout=10)
-
-    def tail(self, chars: int = 2000) -> str:
-        return self.log.read_text(errors="replace")[-chars:] if self.log.exists() else ""
-
-
 class Stack:  # pylint: disable=too-many-instance-attributes
     """Everything the scenarios act on, with small clients for each part."""
 
@@ -188,9 +135,9 @@ class Stack:  # pylint: disable=too-many-instance-attributes
             PYTHONUNBUFFERED="1",
         )
         self.collector_ports = {"run": self.ports["collector"]}
-        self.sim: Proc | None = None
-        self.run: Proc | None = None
-        self.extra: list[Proc] = []
+        self.sim: Daemon | None = None
+        self.run: Daemon | None = None
+        self.extra: list[Daemon] = []
         self.api = httpx.Client(base_url=f"http://127.0.0.1:{self.ports['api']}", timeout=2)
         control = f"http://127.0.0.1:{self.ports['binance']}/_sim"
         self.control = httpx.Client(base_url=control, timeout=5)
@@ -206,15 +153,17 @@ class Stack:  # pylint: disable=too-many-instance-attributes
         self.postgres.start()
         ports = ["--binance-port", str(self.ports["binance"])]
         ports += ["--coingecko-port", str(self.ports["coingecko"])]
-        self.sim = Proc("sim", ["sim", *ports], self.env, self.workdir).start()
+        self.sim = Daemon.ratesvc(
+            "sim", ["sim", *ports], env=self.env, workdir=self.workdir
+        ).start()
         if wait_for(lambda: self.control.get("/state").status_code == 200, 30) is None:
-            raise RuntimeError(f"ratesvc sim did not start:\n{self.sim.tail()}")
+            raise RuntimeError(f"ratesvc sim did not start:\n{self.sim.tail(2000)}")
         self.control.post("/reset", json={}).raise_for_status()
         self.control.post("/prices", json=PRICES).raise_for_status()
         args = ["run", "--port", str(self.ports["api"])]
-        self.run = Proc("run", args, self.env, self.workdir).start()
+        self.run = Daemon.ratesvc("run", args, env=self.env, workdir=self.workdir).start()
         if wait_for(self.binance_serving, START_TIMEOUT_S, 0.1) is None:
-            raise RuntimeError(f"ratesvc run did not serve binance:\n{self.run.tail()}")
+            raise RuntimeError(f"ratesvc run did not serve binance:\n{self.run.tail(2000)}")
 
     def stop(self) -> None:
         """Stop every process this benchmark started, then the servers."""
@@ -224,9 +173,9 @@ class Stack:  # pylint: disable=too-many-instance-attributes
         self.postgres.stop()
         self.redis.stop()
 
-    def spawn(self, name: str, args: list[str], **env: str) -> Proc:
+    def spawn(self, name: str, args: list[str], **env: str) -> Daemon:
         """Start another `ratesvc` role beside `ratesvc run` (stopped with the stack)."""
-        proc = Proc(name, args, {**self.env, **env}, self.workdir).start()
+        proc = Daemon.ratesvc(name, args, env={**self.env, **env}, workdir=self.workdir).start()
         self.extra.append(proc)
         return proc
 

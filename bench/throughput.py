@@ -321,7 +321,7 @@ class Topology:
         """Stop every daemon, then the embedded servers."""
         self.control.close()
         for daemon in reversed(self.daemons):
-            daemon.stop()
+            daemon.stop(timeout_s=10)
         self.postgres.stop()
         self.redis.stop()
 

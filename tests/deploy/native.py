@@ -13,7 +13,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import socket
 import struct
 import subprocess
@@ -25,6 +24,9 @@ from typing import Any
 
 import pytest
 import yaml
+
+# Daemon lives in tests/procs.py (shared with the e2e harness and bench/); importable from here too.
+from tests.procs import Daemon  # noqa: F401  pylint: disable=unused-import
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -278,53 +280,7 @@ class StaticDns:
         return header + question + b"".join(answers)
 
 
-# ------------------------------------------------------------------------------ processes
-class Daemon:
-    """A background process in its own session, its output in a log file."""
-
-    def __init__(self, name: str, args: list[str], *, env: Mapping[str, str], workdir: Path):
-        self.name, self.args, self.env, self.workdir = name, args, dict(env), workdir
-        self.log_path = workdir / f"{name}.log"
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> Daemon:
-        with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(  # pylint: disable=consider-using-with
-                self.args,
-                env=self.env,
-                cwd=self.workdir,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        return self
-
-    @property
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def kill(self) -> None:
-        """SIGKILL, as a crash would."""
-        assert self.proc is not None
-        os.killpg(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(timeout=10)
-
-    def stop(self, timeout_s: float = 10.0) -> None:
-        """SIGTERM, then SIGKILL the process group if it does not exit in time."""
-        if not self.alive:
-            return
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout=10)
-
-    def tail(self, chars: int = 3000) -> str:
-        return self.log_path.read_text(errors="replace")[-chars:] if self.log_path.exists() else ""
-
-
+# ---------------------------------------------------------------------- ports and metrics
 def free_tcp_port(*hosts: str) -> int:
     """A port free on every one of `hosts` at once (each API worker has its own 127.0.0.x)."""
     for _ in range(50):

@@ -74,7 +74,7 @@ class Launcher:
 
     def stop_all(self) -> None:
         for daemon in reversed(self.daemons):
-            daemon.stop()
+            daemon.stop(timeout_s=10)
 
 
 @dataclass
@@ -418,7 +418,7 @@ def test_haproxy_rate_limit_answers_429_problem_json(tmp_path):
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=5) as http:
             answers = [http.get("/courses", headers={"X-Request-ID": f"r{i}"}) for i in range(5)]
     finally:
-        daemon.stop()
+        daemon.stop(timeout_s=10)
     assert [a.status_code for a in answers] == [503, 503, 503, 429, 429]
     limited = answers[-1]
     assert limited.headers["content-type"] == "application/problem+json"

@@ -6,9 +6,6 @@ Fixtures are re-exported by tests/e2e/conftest.py; helpers are imported from her
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from decimal import Decimal
@@ -20,6 +17,7 @@ import pytest
 import redis as redis_sync
 
 from ratesvc.embedded import free_port
+from tests.procs import Daemon
 
 START_TIMEOUT_S = 60.0
 
@@ -37,43 +35,6 @@ def wait_until(predicate: Callable[[], Any], *, timeout_s: float = 30.0, what: s
             last_error = err
         time.sleep(0.05)
     raise AssertionError(f"timed out waiting for {what or predicate} (last error: {last_error})")
-
-
-class Proc:
-    """A `python -m ratesvc ...` subprocess with its output in a log file."""
-
-    def __init__(self, args: list[str], *, env: dict[str, str], cwd: Path, log: Path) -> None:
-        self.args, self.env, self.cwd, self.log_path = args, env, cwd, log
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> Proc:
-        """Spawn the process in its own session (so a test can signal exactly it)."""
-        with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(  # pylint: disable=consider-using-with
-                [sys.executable, "-m", "ratesvc", *self.args],
-                env=self.env,
-                cwd=self.cwd,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        return self
-
-    def stop(self, sig: int = signal.SIGTERM, timeout_s: float = 30.0) -> int:
-        """Signal the process and wait; SIGKILL its group if it does not exit in time."""
-        if self.proc is None or self.proc.poll() is not None:
-            return self.proc.returncode if self.proc else 0
-        self.proc.send_signal(sig)
-        try:
-            return self.proc.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
-            raise
-
-    def output(self) -> str:
-        """Everything the process printed so far."""
-        return self.log_path.read_text(errors="replace")
 
 
 class Sim:
@@ -111,24 +72,24 @@ def sim_fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sim]:
     """A `ratesvc sim` subprocess for the module, reset before use."""
     workdir = tmp_path_factory.mktemp("sim")
     ports = free_port(), free_port()
-    proc = Proc(
+    proc = Daemon.ratesvc(
+        "sim",
         ["sim", "--binance-port", str(ports[0]), "--coingecko-port", str(ports[1])],
         env={**os.environ, "LOG_LEVEL": "INFO"},
-        cwd=workdir,
-        log=workdir / "sim.log",
+        workdir=workdir,
     ).start()
     sim = Sim(*ports)
     try:
         wait_until(lambda: sim.control.get("/state").status_code == 200, what="sim up")
         yield sim
     finally:
-        proc.stop()
+        proc.stop(strict=True)
 
 
 class Service:
     """A running `ratesvc run` and an HTTP client for its API."""
 
-    def __init__(self, proc: Proc, port: int) -> None:
+    def __init__(self, proc: Daemon, port: int) -> None:
         self.proc, self.port = proc, port
         self.http = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=5)
 
@@ -173,7 +134,7 @@ def service_env(
 def start_service(env: dict[str, str], workdir: Path) -> Service:
     """Start `ratesvc run` on a free port and wait until /health answers."""
     port = free_port()
-    proc = Proc(["run", "--port", str(port)], env=env, cwd=workdir, log=workdir / "run.log").start()
+    proc = Daemon.ratesvc("run", ["run", "--port", str(port)], env=env, workdir=workdir).start()
     service = Service(proc, port)
     try:
         wait_until(
@@ -182,8 +143,8 @@ def start_service(env: dict[str, str], workdir: Path) -> Service:
             what="ratesvc run to answer /health",
         )
     except AssertionError:
-        proc.stop()
-        raise AssertionError(f"ratesvc run did not start:\n{proc.output()[-4000:]}") from None
+        proc.stop(strict=True)
+        raise AssertionError(f"ratesvc run did not start:\n{proc.tail(4000)}") from None
     return service
 
 
@@ -236,7 +197,7 @@ def service_fixture(
     try:
         yield service
     finally:
-        service.proc.stop()
+        service.proc.stop(strict=True)
 
 
 def all_served(service: Service, exchanger: str, *, expected: bool = True) -> bool:

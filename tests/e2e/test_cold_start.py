@@ -38,7 +38,7 @@ def test_restart_with_redis_flushed_and_exchanges_down_serves_the_last_values_fr
         wait_until(lambda e=exchanger: all_served(service, e), what=f"{exchanger} values")
     wait_until(lambda: asyncio.run(_rows_per_key(database_url)) == 16, what="16 keys persisted")
     before = {e: service.values(e) for e in ("binance", "coingecko")}
-    assert service.proc.stop() == 0
+    assert service.proc.stop(strict=True) == 0
     for target in ("binance_ws", "binance_rest", "coingecko"):
         sim.fault(target, "refuse")
     redis_sync.Redis.from_url(redis_url).flushdb()
@@ -58,6 +58,6 @@ def test_restart_with_redis_flushed_and_exchanges_down_serves_the_last_values_fr
             }
             assert restarted.http.get("/ready").status_code == 200
         finally:
-            restarted.proc.stop()
+            restarted.proc.stop(strict=True)
     finally:
         sim.clear()

@@ -62,11 +62,11 @@ def test_run_without_urls_starts_embedded_servers_and_sigint_leaves_no_process(
         commands = " ".join(_processes()[p][2] for p in pids if p in _processes())
         assert "redis-server" in commands and "postgres" in commands
         assert all(role in commands for role in ("collector", "persister", "api"))
-        assert service.proc.stop(signal.SIGINT) == 0
+        assert service.proc.stop(signal.SIGINT, strict=True) == 0
         wait_until(lambda: not any(_alive(p) for p in pids), timeout_s=10, what="no process left")
         assert "all roles stopped" in service.proc.output()
     finally:
-        service.proc.stop()
+        service.proc.stop(strict=True)
         for pid in _tree_and_servers(os.getpid(), data_dir) - {os.getpid()}:
             if str(data_dir) in _processes().get(pid, (0, "", ""))[2]:
                 os.kill(pid, signal.SIGKILL)
