@@ -18,7 +18,6 @@ import os
 import platform
 import re
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -29,39 +28,17 @@ from pathlib import Path
 import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "src"))
+sys.path[:0] = [str(ROOT), str(ROOT / "src")]
 
-from ratesvc.embedded import free_port  # noqa: E402  pylint: disable=wrong-import-position
-
-
-def spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
-    """Start `python -m ratesvc ...` in its own session with output to `log`."""
-    with log.open("ab") as out:
-        return subprocess.Popen(  # pylint: disable=consider-using-with
-            [sys.executable, "-m", "ratesvc", *args],
-            env=env,
-            cwd=log.parent,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+# pylint: disable=wrong-import-position
+from ratesvc.embedded import free_port  # noqa: E402
+from tests.procs import Daemon  # noqa: E402
 
 
-def stop(proc: subprocess.Popen) -> None:
-    """SIGTERM and wait (bounded), then SIGKILL the group."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-
-
-def time_to_eight(env: dict[str, str], port: int, workdir: Path) -> tuple[float, subprocess.Popen]:
+def time_to_eight(env: dict[str, str], port: int, workdir: Path) -> tuple[float, Daemon]:
     """Seconds from spawning `ratesvc run` until all eight directions are served."""
     started = time.monotonic()
-    proc = spawn(["run", "--port", str(port)], env, workdir / "run.log")
+    proc = Daemon.ratesvc("run", ["run", "--port", str(port)], env=env, workdir=workdir).start()
     client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=2)
     while time.monotonic() - started < 120:
         try:
@@ -71,7 +48,7 @@ def time_to_eight(env: dict[str, str], port: int, workdir: Path) -> tuple[float,
         except httpx.HTTPError:
             pass
         time.sleep(0.01)
-    stop(proc)
+    proc.stop()
     raise SystemExit("ratesvc run did not serve eight directions within 120 s")
 
 
@@ -79,6 +56,9 @@ def change_latencies(control: httpx.Client, api: httpx.Client, changes: int) -> 
     """Move BTCUSDT `changes` times; milliseconds until each new value is served."""
     delays = []
     for i in range(changes):
+        # let the collector's throttle window (PUBLISH_MIN_INTERVAL_MS, 250 ms) pass since the
+        # last change, the start-up publication included: measure each change alone
+        time.sleep(0.3)
         price = f"{70000 + i}.25"
         control.post("/prices", json={"binance": {"BTCUSDT": price}}).raise_for_status()
         sent = time.monotonic()
@@ -91,7 +71,6 @@ def change_latencies(control: httpx.Client, api: httpx.Client, changes: int) -> 
                 break
         else:
             raise SystemExit(f"change {i} not visible within 10 s")
-        time.sleep(0.3)  # let the collector's throttle window pass: measure each change alone
     return delays
 
 
@@ -125,11 +104,8 @@ def main() -> None:
     workdir = Path(tempfile.mkdtemp(prefix="ratesvc-bench-"))
     b_port, c_port, api_port = free_port(), free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "DATABASE_URL")}
-    sim = spawn(
-        ["sim", "--binance-port", str(b_port), "--coingecko-port", str(c_port)],
-        env,
-        workdir / "sim.log",
-    )
+    sim_args = ["sim", "--binance-port", str(b_port), "--coingecko-port", str(c_port)]
+    sim = Daemon.ratesvc("sim", sim_args, env=env, workdir=workdir).start()
     env.update(
         BINANCE_WS_URL=f"ws://127.0.0.1:{b_port}",
         BINANCE_REST_URL=f"http://127.0.0.1:{b_port}",
@@ -143,15 +119,15 @@ def main() -> None:
     try:
         time.sleep(1.5)
         cold, proc = time_to_eight(env, api_port, workdir)
-        stop(proc)
+        proc.stop()
         warm, proc = time_to_eight(env, api_port, workdir)
         control = httpx.Client(base_url=f"http://127.0.0.1:{b_port}/_sim", timeout=5)
         api = httpx.Client(base_url=f"http://127.0.0.1:{api_port}", timeout=5)
         delays = change_latencies(control, api, args.changes)
         wrk = run_wrk(api_port, args.wrk_seconds)
-        stop(proc)
+        proc.stop()
     finally:
-        stop(sim)
+        sim.stop()
     rps = re.search(r"Requests/sec:\s+([\d.]+)", wrk)
     report = f"""# Core benchmarks
 
