@@ -3,7 +3,7 @@
 Usage: python locust/run.py [--host URL] [--users 2000] [--spawn-rate 200] [--run-time 90]
                             [--processes 2] [--out docs/loadtest]
 
-Without --host it starts the native topology of bench/throughput.py (embedded Redis and Postgres,
+Without --host it starts the native topology of bench/topology.py (embedded Redis and Postgres,
 `ratesvc sim`, collector, persister, two API workers behind haproxy/haproxy.cfg) and targets its
 HAProxy and measures where the CPU went (Locust, HAProxy, the workers, the rest, idle); with --host
 it targets that (loopback addresses only). Locust runs for --run-time seconds (bounded by a hard
@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "src")]
 
 # pylint: disable=wrong-import-position
-from bench.throughput import CpuMeter, machine, running_topology  # noqa: E402
+from bench.topology import CpuMeter, machine, running_topology  # noqa: E402
 
 LOCUSTFILE = Path(__file__).resolve().parent / "locustfile.py"
 PREFIX = "ratesvc"  # CSV file prefix: ratesvc_stats.csv, ratesvc_failures.csv, ...

@@ -3,7 +3,7 @@
 A daemon runs in its own session, so it can be signalled alone and its whole process group
 killed; its stdout and stderr are appended to `<workdir>/<name>.log`. Used by the e2e harness
 (tests/e2e/harness.py), the native deployment tests (tests/deploy/native.py) and the benchmarks
-(bench/faults_stack.py, bench/throughput.py). Every wait is bounded.
+(bench/faults_stack.py, bench/topology.py, bench/core.py). Every wait is bounded.
 """
 
 from __future__ import annotations
