@@ -9,6 +9,7 @@ from typing import Any
 
 import uvicorn
 
+from ratesvc.api.onewrite import OneWriteHttpToolsProtocol
 from ratesvc.logs import uvicorn_log_config
 from ratesvc.settings import Settings
 
@@ -20,6 +21,8 @@ def uvicorn_options(host: str, port: int, *, log_level: str = "info") -> dict[st
     return {
         "host": host,
         "port": port,
+        # httptools (what uvicorn's "auto" picks) with each answer's head and body in one write
+        "http": OneWriteHttpToolsProtocol,
         "log_config": uvicorn_log_config(),
         # An explicit level: uvicorn wraps the app in a per-message TRACE logger whenever its
         # logger's effective level is <= TRACE, which the root level 0 of logs.py would make it.
