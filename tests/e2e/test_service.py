@@ -15,8 +15,8 @@ pytestmark = pytest.mark.e2e
 def test_all_eight_directions_match_the_simulator_for_both_exchangers(service: Service) -> None:
     for exchanger in ("binance", "coingecko"):
         wait_until(lambda e=exchanger: all_served(service, e), what=f"{exchanger} values")
-    # If CoinGecko was fresh first at start-up it serves until Binance has been fresh for the
-    # hold-down (FAILBACK_HOLD_DOWN_S=2 here); then the preferred exchanger serves by default.
+    # If CoinGecko was fresh first at start-up it serves until the worker sees Binance fresh
+    # (a first freshness is no comeback: no hold-down, see test_choice); then Binance serves.
     body = wait_until(
         lambda: (b := service.courses().json())["exchanger"] == "binance" and b,
         timeout_s=10,

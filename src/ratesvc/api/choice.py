@@ -11,7 +11,10 @@ mirrors them):
   brings it back. An exchanger is fresh for a set of directions when every value in it is fresh.
 - `fresh_since` is the moment a value was last seen turning fresh; it is cleared whenever the value
   is not fresh, so it measures *continuous* freshness. A set is **held** when all its values have
-  been continuously fresh for at least `hold_down_ms`.
+  been continuously fresh for at least `hold_down_ms`. A value fresh for the first time in this
+  process is not coming back from an outage: it counts as held at once (its `fresh_since` is
+  backdated by `hold_down_ms`), so at start-up the preferred exchanger serves as soon as it is
+  fresh, even when another one was fresh a moment earlier.
 - Default choice: the first exchanger in preference order that is fresh and held; if none is held,
   the fresh exchanger that has been fresh the longest (ties: preference order). So failover is
   immediate, failback waits for the hold-down, and a flickering preferred exchanger never serves.
@@ -77,6 +80,7 @@ class FreshnessBook:
         self.hold_down_ms = hold_down_ms
         self.fresh_since: dict[Key, int] = {}
         self.held: frozenset[Key] = frozenset()
+        self.seen_fresh: set[Key] = set()  # values fresh at least once: a return is a comeback
 
     def note_replaced(self, old: RateTick | None, status: SourceStatus | None, now_ms: int) -> None:
         """Before a value is replaced: if the old one was not fresh by now, freshness was broken.
@@ -102,7 +106,10 @@ class FreshnessBook:
         before = (frozenset(self.fresh_since), self.held)
         for key, tick in ticks.items():
             if not blind and is_fresh(tick, statuses.get(key[0]), now_ms):
-                self.fresh_since.setdefault(key, now_ms)
+                if key not in self.fresh_since:
+                    first = key not in self.seen_fresh
+                    self.fresh_since[key] = now_ms - self.hold_down_ms if first else now_ms
+                    self.seen_fresh.add(key)
             else:
                 self.fresh_since.pop(key, None)
         for key in [k for k in self.fresh_since if k not in ticks]:

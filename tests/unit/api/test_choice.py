@@ -188,11 +188,22 @@ def test_book_choose_prefers_held_then_longest_fresh(hold_down_ms: int) -> None:
     book = FreshnessBook(hold_down_ms=hold_down_ms)
     ticks = {(t.exchanger, t.direction): t for t in full_set("coingecko", directions=["BTC-USD"])}
     book.evaluate(ticks, {}, T0)
+    # Binance fresh for the first time (start-up, CoinGecko was first): not a comeback, it serves
     ticks[("binance", "BTC-USD")] = tick("binance", "BTC-USD", ts_ms=T0 + 3000)
     book.evaluate(ticks, {}, T0 + 3000)
+    assert book.choose(PREFERENCE, ("BTC-USD",)) == "binance"
+    assert decide(ticks, book, PREFERENCE, ("BTC-USD",)).exchanger == "binance"
+    # it goes stale and comes back: now it waits for the hold-down, CoinGecko serving meanwhile
+    stale_at = T0 + 3000 + MAX_AGE_MS + 1
+    ticks[("coingecko", "BTC-USD")] = tick("coingecko", "BTC-USD", ts_ms=stale_at)
+    book.evaluate(ticks, {}, stale_at)
+    assert book.choose(PREFERENCE, ("BTC-USD",)) == "coingecko"
+    ticks[("binance", "BTC-USD")] = tick("binance", "BTC-USD", ts_ms=stale_at + 1)
+    book.evaluate(ticks, {}, stale_at + 1)
     expected = "binance" if hold_down_ms == 0 else "coingecko"
     assert book.choose(PREFERENCE, ("BTC-USD",)) == expected
-    assert decide(ticks, book, PREFERENCE, ("BTC-USD",)).exchanger == expected
+    book.evaluate(ticks, {}, stale_at + 1 + hold_down_ms)
+    assert book.choose(PREFERENCE, ("BTC-USD",)) == "binance"
 
 
 def test_redis_lost_for_too_long_makes_everything_stale(clock: FakeClock) -> None:
