@@ -82,6 +82,8 @@ def test_a_flickering_binance_does_not_flap_the_default_exchanger(
             sim.clear()
             time.sleep(0.5)  # Binance may reconnect, but for less than the 2 s hold-down
         wait_until(lambda: serving(service) == "binance", timeout_s=30, what="failback")
+        # The watcher samples on its own thread: let it record the failback too before it stops.
+        wait_until(lambda: watcher.seen[-1][0] == "binance", what="watcher saw the failback")
     served = [e for e, _, status in watcher.seen if status == 200]
     switches = [b for a, b in zip(served, served[1:]) if a != b]
     # Binance flickered three times, but it came back only once: after the hold-down.
