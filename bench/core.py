@@ -102,6 +102,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "core-benchmarks.md")
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="ratesvc-bench-"))
+    workdir.chmod(0o755)  # ours: the embedded Postgres user keeps its cluster here
     b_port, c_port, api_port = free_port(), free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "DATABASE_URL")}
     sim_args = ["sim", "--binance-port", str(b_port), "--coingecko-port", str(c_port)]

@@ -174,6 +174,7 @@ def main() -> None:
     """Start the system, run the scenarios, print and write the report."""
     args = parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="ratesvc-faults-"))
+    workdir.chmod(0o755)  # ours: the embedded Postgres user keeps its cluster here
     command = "python bench/faults.py" + (f" --only {args.only}" if args.only else "")
     command += " --quick" if args.quick else ""
     print(f"{command}: logs and data in {workdir}", flush=True)

