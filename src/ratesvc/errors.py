@@ -29,3 +29,13 @@ class ParseError(RatesvcError):
 
 class StaleFeed(SourceError):
     """No data arrived within the staleness limit."""
+
+
+def describe(err: BaseException) -> str:
+    """``<Type>: <message>`` for logs.
+
+    redis-py's exceptions render as ``server:ResponseError`` under repr(), hiding the message
+    (``NOGROUP ...``, ``LOADING ...``) an operator needs.
+    """
+    message = str(err)
+    return f"{type(err).__name__}: {message}" if message else type(err).__name__

@@ -234,11 +234,11 @@ def test_haproxy_accepts_its_config_with_native_substitutions():
     haproxy_check(env)
 
 
-def test_haproxy_config_discovers_replicas_and_checks_readiness():
+def test_haproxy_config_discovers_replicas_and_checks_that_they_can_serve():
     text = HAPROXY_CFG.read_text(encoding="utf-8")
     assert re.search(r"server-template api .* check resolvers docker init-addr none", text)
     assert 'nameserver dns "${LB_DNS}"' in text and "presetenv LB_DNS         127.0.0.11:53" in text
-    assert "uri /ready" in text and "option redispatch" in text
+    assert "uri /serving" in text and "option redispatch" in text
     assert "prometheus-exporter" in text and "X-Request-ID" in text
 
 

@@ -1,4 +1,10 @@
-"""Operational routes: liveness, readiness and Prometheus metrics."""
+"""Operational routes: liveness, the balancer's check, readiness and Prometheus metrics.
+
+Two questions, two routes. `/serving` is what HAProxy asks: can this worker answer /courses? It
+can as soon as it holds a snapshot, and keeps answering while Redis is away (values marked stale as
+they age), so a Redis blip never empties the balancer. `/ready` is what an operator asks: is this
+worker loaded AND following the stream? It goes 503 while Redis is away.
+"""
 
 from __future__ import annotations
 
@@ -31,6 +37,32 @@ def _json(payload: dict[str, Any], status: int = 200) -> Response:
 async def health() -> Response:
     """Liveness: 200 while the process runs."""
     return _json({"status": "ok"})
+
+
+class Serving(BaseModel):
+    """Whether this worker can answer: it holds a snapshot (stale or not)."""
+
+    status: str
+    following: bool
+    snapshot_version: int
+
+
+@router.get(
+    "/serving",
+    response_model=None,
+    responses={
+        200: {"model": Serving, "description": "Holds a snapshot: in the balancer's rotation"},
+        503: {"model": Serving, "description": "No snapshot loaded yet: keep out of rotation"},
+    },
+)
+async def serving(mirror: MirrorDep) -> Response:
+    """The balancer's check: 200 while this worker holds a snapshot, even with Redis away."""
+    payload = {
+        "status": "serving" if mirror.loaded else "not serving",
+        "following": mirror.following,
+        "snapshot_version": mirror.version,
+    }
+    return _json(payload, 200 if mirror.loaded else 503)
 
 
 @router.get(

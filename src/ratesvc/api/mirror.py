@@ -20,6 +20,7 @@ from ratesvc.api.snapshot import Snapshot
 from ratesvc.bus import RateBus
 from ratesvc.connections import REDIS_ERRORS
 from ratesvc.domain import EXCHANGERS, RateTick, SourceStatus, now_ms
+from ratesvc.errors import describe
 
 HistoryLoader = Callable[[], Awaitable[tuple[list[RateTick], list[SourceStatus]]]]
 FOLLOW_ERRORS = (*REDIS_ERRORS, RedisError, TimeoutError)
@@ -119,7 +120,7 @@ class RateMirror(Snapshot):
             async with asyncio.timeout(self.options.history_timeout_s):
                 ticks, statuses = await self.history()
         except Exception as err:  # pylint: disable=broad-exception-caught
-            logger.warning("cold start from history failed: {err!r}", err=err)
+            logger.warning("cold start from history failed: {err}", err=describe(err))
             return [], []
         logger.info("loaded {n} values from history", n=len(ticks))
         return list(ticks), list(statuses)
@@ -135,7 +136,7 @@ class RateMirror(Snapshot):
                 while True:
                     after = await self._follow_once(after)
             except FOLLOW_ERRORS as err:
-                self._lost(f"redis: {err!r}")
+                self._lost(f"redis: {describe(err)}")
             # The loop's one broad except: a bug in decoding must not stop following for good.
             except Exception:  # pylint: disable=broad-exception-caught
                 logger.exception("mirror follow loop failed")

@@ -21,6 +21,7 @@ from loguru import logger
 from ratesvc import metrics
 from ratesvc.bus import LeaseClaim, LeaseToken
 from ratesvc.connections import REDIS_ERRORS
+from ratesvc.errors import describe
 
 LOCAL_VALIDITY = 0.9  # headroom for clock-rate differences between us and Redis
 
@@ -130,7 +131,7 @@ class Leadership:
             return await self._renew()
         except REDIS_ERRORS as err:
             self.token()  # re-check validity: the attempt may have taken a while
-            self.log.debug("lease attempt failed: {err!r}", err=err)
+            self.log.debug("lease attempt failed: {err}", err=describe(err))
             return self.interval_s * random.uniform(0.5, 1.0)
 
     async def release(self) -> None:

@@ -26,6 +26,7 @@ from ratesvc import metrics
 from ratesvc.bus import Event, FencedOut, LeaseToken
 from ratesvc.connections import REDIS_ERRORS
 from ratesvc.domain import RateTick
+from ratesvc.errors import describe
 
 PublishFn = Callable[..., Awaitable[object]]  # (events) or (events, *, fence=LeaseToken)
 
@@ -154,9 +155,11 @@ class Outbox:
                 # collector's publishing either. The batch stays queued and is retried.
                 metrics.PUBLISH_ERRORS.inc()
                 if not isinstance(err, REDIS_ERRORS):
-                    logger.opt(exception=err).error("publish failed, retrying: {err!r}", err=err)
+                    logger.opt(exception=err).error(
+                        "publish failed, retrying: {err}", err=describe(err)
+                    )
                 elif self.connected:
-                    logger.error("redis unreachable, buffering events: {err!r}", err=err)
+                    logger.error("redis unreachable, buffering events: {err}", err=describe(err))
                 self.connected = False
                 if stop.is_set():
                     self._warn_unpublished()

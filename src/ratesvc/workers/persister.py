@@ -19,6 +19,7 @@ from redis.exceptions import RedisError
 from ratesvc.bus import Entry, RateBus
 from ratesvc.connections import connect_redis
 from ratesvc.domain import now_ms
+from ratesvc.errors import describe
 from ratesvc.metrics import (
     PERSISTER_CLAIMED,
     PERSISTER_ERRORS,
@@ -115,8 +116,12 @@ class Persister:
             except RedisError as err:
                 # a reply lost with the connection may have delivered entries to us: re-read them
                 self._drain_own = True
-                if "NOGROUP" in str(err):  # the stream (and its group) was deleted
+                if "NOGROUP" in str(err) and self._group_ready:
+                    # The stream and its group are gone (Redis came back without its data, or the
+                    # key was deleted): recreate the group at once, no back-off for that.
+                    self.log.warning("stream or consumer group missing; recreating the group")
                     self._group_ready = False
+                    continue
                 await self._failed(stop, backoff, "redis", err)
             except DB_ERRORS as err:
                 await self._failed(stop, backoff, "postgres", err)
@@ -136,9 +141,9 @@ class Persister:
         delay_s = backoff.next()
         held = len(self._batch) if self._batch is not None else 0
         self.log.error(
-            "{what} unavailable ({err!r}); retrying in {delay_s:.1f}s ({held} entries held)",
+            "{what} unavailable ({err}); retrying in {delay_s:.1f}s ({held} entries held)",
             what=what,
-            err=err,
+            err=describe(err),
             delay_s=delay_s,
             held=held,
         )
@@ -210,7 +215,9 @@ class Persister:
         try:
             removed = await self.repo.prune(cutoff_ms, batch_rows=self.options.retention_batch_rows)
         except DB_ERRORS as err:
-            self.log.error("retention pruning failed: postgres unavailable ({err!r})", err=err)
+            self.log.error(
+                "retention pruning failed: postgres unavailable ({err})", err=describe(err)
+            )
             PERSISTER_ERRORS.inc()
         except Exception:  # pylint: disable=broad-exception-caught
             self.log.exception("retention pruning failed")
@@ -227,7 +234,9 @@ class Persister:
                 keep=self.consumer, min_idle_ms=CONSUMER_IDLE_DROP_MS
             )
         except RedisError as err:
-            self.log.warning("consumer clean-up skipped: redis unavailable ({err!r})", err=err)
+            self.log.warning(
+                "consumer clean-up skipped: redis unavailable ({err})", err=describe(err)
+            )
         except Exception:  # pylint: disable=broad-exception-caught
             self.log.exception("consumer clean-up failed")
             PERSISTER_ERRORS.inc()

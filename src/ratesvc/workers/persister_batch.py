@@ -15,6 +15,7 @@ from loguru import logger
 
 from ratesvc.bus import Entry, RateBus, decode_entry
 from ratesvc.domain import RateTick, SourceStatus
+from ratesvc.errors import describe
 from ratesvc.metrics import (
     PERSISTER_BATCH_SECONDS,
     PERSISTER_DEAD,
@@ -81,7 +82,7 @@ def sort_entries(
         try:
             event = decode_entry(fields)
         except DECODE_ERRORS as err:
-            poison.append(Poison(entry_id, fields, f"undecodable: {err!r}"))
+            poison.append(Poison(entry_id, fields, f"undecodable: {describe(err)}"))
             continue
         if isinstance(event, RateTick):
             if not event.value.is_finite():

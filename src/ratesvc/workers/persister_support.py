@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from ratesvc.settings import Settings
 
 BACKOFF_INITIAL_S = 0.5
-BACKOFF_MAX_S = 30.0
+BACKOFF_MAX_S = 5.0  # a returning Redis or Postgres is used within 5 s
 # Consumers idle this long with nothing pending are deleted from the group (names of processes
 # gone for good: every restart uses a new name). A live persister reads at least once a second.
 CONSUMER_IDLE_DROP_MS = 3_600_000

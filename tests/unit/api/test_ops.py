@@ -1,4 +1,4 @@
-"""/health, /ready, /metrics, /docs, /redoc and /openapi.json."""
+"""/health, /serving, /ready, /metrics, /docs, /redoc and /openapi.json."""
 
 # pylint: disable=missing-function-docstring
 
@@ -9,7 +9,7 @@ import re
 import httpx
 import pytest
 
-from ratesvc.api.app import create_app
+from ratesvc.api.app import create_app, with_fast_path
 from ratesvc.api.mirror import RateMirror
 from ratesvc.settings import Settings
 from tests.unit.api.api_helpers import client_for, full_set
@@ -40,6 +40,31 @@ async def test_ready_needs_a_loaded_snapshot_and_the_stream(
     assert ready.status_code == 200
     assert ready.json()["status"] == "ready"
     assert lost.status_code == 503
+
+
+async def test_serving_keeps_a_worker_with_a_snapshot_in_rotation_while_redis_is_away(
+    settings: Settings, empty_mirror: RateMirror
+) -> None:
+    # Through the fast path, as workers serve: what HAProxy checks and what clients then get.
+    async with client_for(with_fast_path(create_app(settings, mirror=empty_mirror))) as client:
+        never_loaded = await client.get("/serving")
+        empty_mirror.load(full_set("binance"))
+        empty_mirror.set_following(True)
+        following = await client.get("/serving")
+        empty_mirror.set_following(False)  # Redis gone
+        away = await client.get("/serving")
+        ready_away = await client.get("/ready")
+        courses_away = await client.get("/courses")
+    assert never_loaded.status_code == 503 and never_loaded.json()["status"] == "not serving"
+    assert following.status_code == 200 and following.json()["following"] is True
+    assert away.status_code == 200
+    assert away.json() == {
+        "status": "serving",
+        "following": False,
+        "snapshot_version": empty_mirror.version,
+    }
+    assert ready_away.status_code == 503  # the operator still learns the stream is not followed
+    assert courses_away.status_code == 200 and courses_away.json()["exchanger"] == "binance"
 
 
 async def test_metrics_has_service_and_request_metrics(client: httpx.AsyncClient) -> None:
@@ -92,4 +117,4 @@ async def test_openapi_describes_both_versions(client: httpx.AsyncClient) -> Non
     assert "Accept-Version" in {p["name"] for p in spec["paths"]["/courses"]["get"]["parameters"]}
     assert "406" in spec["paths"]["/courses"]["get"]["responses"]
     assert spec["paths"]["/courses"]["get"]["description"]
-    assert "/health" in spec["paths"] and "/ready" in spec["paths"]
+    assert {"/health", "/serving", "/ready"} <= set(spec["paths"])
