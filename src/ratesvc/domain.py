@@ -108,6 +108,9 @@ class RateTick:
 
     `ts_ms` is the timestamp of the newest leg (when this value was last confirmed); freshness is
     judged per leg (`is_stale`). `transport` is ``ws`` unless any leg came over REST.
+    `since_ms` is when the collector last saw this value turn fresh after it was not (0: fresh
+    since before anyone can tell, e.g. the first value ever): the failback hold-down counts from
+    it, so every API worker, restarted or not, reaches the same decision from the shared data.
     """
 
     exchanger: str
@@ -116,6 +119,7 @@ class RateTick:
     ts_ms: int
     legs: tuple[Leg, ...]
     transport: Transport = Transport.WS
+    since_ms: int = 0
     tick_id: str = field(default="", compare=False)
 
     def __post_init__(self) -> None:
@@ -146,6 +150,7 @@ class RateTick:
             "ts_ms": str(self.ts_ms),
             "transport": str(self.transport),
             "legs": orjson.dumps([leg.to_json() for leg in self.legs]).decode(),
+            "since_ms": str(self.since_ms),
         }
 
     @classmethod
@@ -159,6 +164,7 @@ class RateTick:
             ts_ms=int(f["ts_ms"]),
             legs=tuple(Leg.from_json(raw) for raw in orjson.loads(f["legs"])),
             transport=Transport(f.get("transport", "ws")),
+            since_ms=int(f.get("since_ms", 0)),
             tick_id=f.get("id", ""),
         )
 
@@ -171,13 +177,18 @@ def tick_id_for(tick: RateTick) -> str:
 
 @dataclass(frozen=True, slots=True)
 class SourceStatus:
-    """A source's health event as published by the collector."""
+    """A source's health event as published by the collector.
+
+    `blocked_ms` is when the source was last reported DOWN or STALE (this event's own time when it
+    is one; 0 if never): data older than that is not fresh even after an UP, only newer data is.
+    """
 
     source: str
     state: SourceState
     ts_ms: int
     transport: Transport = Transport.WS
     reason: str = ""
+    blocked_ms: int = 0
 
     def to_fields(self) -> dict[str, str]:
         """Stream/hash codec: flat string fields."""
@@ -188,6 +199,7 @@ class SourceStatus:
             "ts_ms": str(self.ts_ms),
             "transport": str(self.transport),
             "reason": self.reason,
+            "blocked_ms": str(self.blocked_ms),
         }
 
     @classmethod
@@ -200,7 +212,35 @@ class SourceStatus:
             ts_ms=int(f["ts_ms"]),
             transport=Transport(f.get("transport", "ws")),
             reason=f.get("reason", ""),
+            blocked_ms=int(f.get("blocked_ms", 0)),
         )
+
+
+BLOCKING_STATES = frozenset({SourceState.DOWN, SourceState.STALE})
+
+
+def own_leg_ms(tick: RateTick) -> int:
+    """Newest timestamp among the tick's legs from its own exchanger (any leg if none is)."""
+    own = [leg.ts_ms for leg in tick.legs if leg.source == tick.exchanger]
+    if own:
+        return max(own)
+    return max((leg.ts_ms for leg in tick.legs), default=tick.ts_ms)
+
+
+def is_blocked(tick: RateTick, status: SourceStatus | None) -> bool:
+    """True when the exchanger was reported DOWN/STALE at or after the tick's own newest data.
+
+    An UP after the outage does not unblock data from before it: only newer data is fresh.
+    """
+    if status is None:
+        return False
+    last_block = max(status.blocked_ms, status.ts_ms if status.state in BLOCKING_STATES else 0)
+    return last_block > 0 and last_block >= own_leg_ms(tick)
+
+
+def is_fresh(tick: RateTick | None, status: SourceStatus | None, at_ms: int) -> bool:
+    """A value is fresh at `at_ms` when no leg is past its limit and no DOWN/STALE blocks it."""
+    return tick is not None and not tick.is_stale(at_ms) and not is_blocked(tick, status)
 
 
 def event_from_fields(fields: dict) -> RateTick | SourceStatus:

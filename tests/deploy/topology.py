@@ -75,6 +75,7 @@ class Stack:
     sim: Sim
     workers: dict[str, Daemon]  # "127.0.0.2:PORT" -> its `ratesvc api`
     metrics_ports: dict[str, int]  # collector, standby, persister
+    env: dict[str, str]  # the roles' environment (to start one again)
     lb: httpx.Client | None = None
     lb_stats: httpx.Client | None = None
     prometheus: httpx.Client | None = None
@@ -163,7 +164,7 @@ def start_roles(launcher: Launcher, sim: Sim, env: dict[str, str]) -> Stack:
     for address, daemon in workers.items():
         # ready, and serving values (the collector has published at least once)
         launcher.wait(lambda a=address: http_ok(f"http://{a}/courses"), daemon.name, daemon)
-    return Stack(launcher=launcher, sim=sim, workers=workers, metrics_ports=ports)
+    return Stack(launcher=launcher, sim=sim, workers=workers, metrics_ports=ports, env=env)
 
 
 def start_haproxy(launcher: Launcher, stack: Stack, dns: StaticDns) -> int:

@@ -9,12 +9,12 @@ mirrors them):
   older than the tick's newest own leg (a leg whose source is the exchanger): a DOWN/STALE from the
   collector takes the value out at once, and only a tick carrying newer data of that exchanger
   brings it back. An exchanger is fresh for a set of directions when every value in it is fresh.
-- `fresh_since` is the moment a value was last seen turning fresh; it is cleared whenever the value
-  is not fresh, so it measures *continuous* freshness. A set is **held** when all its values have
-  been continuously fresh for at least `hold_down_ms`. A value fresh for the first time in this
-  process is not coming back from an outage: it counts as held at once (its `fresh_since` is
-  backdated by `hold_down_ms`), so at start-up the preferred exchanger serves as soon as it is
-  fresh, even when another one was fresh a moment earlier.
+- `fresh_since` of a fresh value is its tick's `since_ms`: when the collector last saw it turn
+  fresh after it was not (0 for a value fresh since before anyone can tell, e.g. the first ever).
+  The collector is the one process that sees every outage, and it writes this into the shared
+  data, so no part of the choice lives only in this process's memory: a worker started during a
+  hold-down reaches the same decision as one that ran through the outage. A set is **held** when
+  all its values are fresh and `now - fresh_since >= hold_down_ms`.
 - Default choice: the first exchanger in preference order that is fresh and held; if none is held,
   the fresh exchanger that has been fresh the longest (ties: preference order). So failover is
   immediate, failback waits for the hold-down, and a flickering preferred exchanger never serves.
@@ -27,31 +27,11 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from ratesvc.domain import RateTick, SourceState, SourceStatus
+from ratesvc.domain import RateTick, SourceStatus, is_blocked, is_fresh, own_leg_ms
+
+__all__ = ["Decision", "FreshnessBook", "Key", "decide", "is_blocked", "is_fresh", "own_leg_ms"]
 
 Key = tuple[str, str]  # (exchanger, direction)
-
-BLOCKING_STATES = frozenset({SourceState.DOWN, SourceState.STALE})
-
-
-def own_leg_ms(tick: RateTick) -> int:
-    """Newest timestamp among the tick's legs from its own exchanger (any leg if none is)."""
-    own = [leg.ts_ms for leg in tick.legs if leg.source == tick.exchanger]
-    if own:
-        return max(own)
-    return max((leg.ts_ms for leg in tick.legs), default=tick.ts_ms)
-
-
-def is_blocked(tick: RateTick, status: SourceStatus | None) -> bool:
-    """True while a DOWN/STALE status of the exchanger is at least as new as the tick's own data."""
-    return (
-        status is not None and status.state in BLOCKING_STATES and status.ts_ms >= own_leg_ms(tick)
-    )
-
-
-def is_fresh(tick: RateTick | None, status: SourceStatus | None, now_ms: int) -> bool:
-    """Freshness of one value at `now_ms` (see the module docstring)."""
-    return tick is not None and not tick.is_stale(now_ms) and not is_blocked(tick, status)
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,21 +54,12 @@ class Decision:
 
 
 class FreshnessBook:
-    """Continuous freshness per value, re-evaluated by the caller at chosen moments."""
+    """Which values are fresh and held, re-evaluated by the caller at chosen moments."""
 
     def __init__(self, *, hold_down_ms: int) -> None:
         self.hold_down_ms = hold_down_ms
         self.fresh_since: dict[Key, int] = {}
         self.held: frozenset[Key] = frozenset()
-        self.seen_fresh: set[Key] = set()  # values fresh at least once: a return is a comeback
-
-    def note_replaced(self, old: RateTick | None, status: SourceStatus | None, now_ms: int) -> None:
-        """Before a value is replaced: if the old one was not fresh by now, freshness was broken.
-
-        Catches a value that went stale and was refreshed between two evaluations.
-        """
-        if old is not None and not is_fresh(old, status, now_ms):
-            self.fresh_since.pop((old.exchanger, old.direction), None)
 
     def evaluate(
         self,
@@ -103,21 +74,16 @@ class FreshnessBook:
         `blind` (the snapshot cannot be verified, e.g. Redis lost for too long) makes every value
         not fresh.
         """
-        before = (frozenset(self.fresh_since), self.held)
-        for key, tick in ticks.items():
-            if not blind and is_fresh(tick, statuses.get(key[0]), now_ms):
-                if key not in self.fresh_since:
-                    first = key not in self.seen_fresh
-                    self.fresh_since[key] = now_ms - self.hold_down_ms if first else now_ms
-                    self.seen_fresh.add(key)
-            else:
-                self.fresh_since.pop(key, None)
-        for key in [k for k in self.fresh_since if k not in ticks]:
-            del self.fresh_since[key]
+        before = (self.fresh_since, self.held)
+        self.fresh_since = {
+            key: tick.since_ms
+            for key, tick in ticks.items()
+            if not blind and is_fresh(tick, statuses.get(key[0]), now_ms)
+        }
         self.held = frozenset(
             k for k, since in self.fresh_since.items() if now_ms - since >= self.hold_down_ms
         )
-        return before != (frozenset(self.fresh_since), self.held)
+        return before != (self.fresh_since, self.held)
 
     def since(self, exchanger: str, directions: Sequence[str]) -> int | None:
         """Since when every value of the set has been fresh, or None if one is not."""

@@ -115,7 +115,6 @@ class Snapshot:
         old = self.ticks.get(key)
         if old is not None and _tick_order(event) <= _tick_order(old):
             return False
-        self.book.note_replaced(old, self.statuses.get(event.exchanger), self.clock())
         self.ticks[key] = event
         return True
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal
 
 from loguru import logger
@@ -29,7 +29,15 @@ from redis.asyncio import Redis
 from ratesvc.bus import CallLedger, Event, LeaseToken, RateBus
 from ratesvc.connections import connect_redis
 from ratesvc.directions import DerivationConfig, derive_all
-from ratesvc.domain import Quote, RateTick, SourceState, SourceStatus, now_ms
+from ratesvc.domain import (
+    BLOCKING_STATES,
+    Quote,
+    RateTick,
+    SourceState,
+    SourceStatus,
+    is_fresh,
+    now_ms,
+)
 from ratesvc.settings import Settings
 from ratesvc.sources.base import Source
 from ratesvc.sources.supervise import Backoff, supervise
@@ -41,9 +49,8 @@ PRIMARY = "binance"
 
 @dataclass(slots=True)
 class _Published:
-    value: Decimal
-    ts_ms: int
-    at_ms: int  # when this direction was last published (change or refresh)
+    tick: RateTick  # the last one published for this direction (with its since_ms)
+    at_ms: int  # when it was published (change or refresh)
     changed_at_ms: int  # when its value last changed in a publication
 
 
@@ -90,6 +97,9 @@ class Collector:
                 state=status.state,
                 reason=status.reason or "-",
             )
+        previous = old.blocked_ms if old is not None else 0
+        blocked_ms = status.ts_ms if status.state in BLOCKING_STATES else previous
+        status = replace(status, blocked_ms=blocked_ms)
         self.statuses[status.source] = status
         self.outbox.put([status])
 
@@ -101,10 +111,27 @@ class Collector:
     def snapshot(self) -> list[Event]:
         """The current state: every source's last status, then every derivable value."""
         now = self.clock()
-        ticks = derive_all(self.quotes, self.config)
+        ticks = [self._stamped(tick, now) for tick in derive_all(self.quotes, self.config)]
         for tick in ticks:
-            self.published[tick.key] = _Published(tick.value, tick.ts_ms, now, now)
+            self.published[tick.key] = _Published(tick, now, now)
         return [*self.statuses.values(), *ticks]
+
+    def _stamped(self, tick: RateTick, now: int) -> RateTick:
+        """`tick` with its since_ms: carried over while the value stayed fresh, else `now`.
+
+        "Stayed fresh" is the API's own rule (domain.is_fresh) applied to the last published value
+        at this moment; statuses carry the last DOWN/STALE time (`blocked_ms`), so an outage
+        counts as a break even after an UP. That is what every worker saw, so every worker can take
+        the hold-down's start from the tick.
+        """
+        last = self.published.get(tick.key)
+        if last is None:
+            since = 0  # the first value this process sees: fresh for as long as anyone can tell
+        elif is_fresh(last.tick, self.statuses.get(tick.exchanger), now):
+            since = last.tick.since_ms
+        else:
+            since = now
+        return replace(tick, since_ms=since)
 
     # ---------------------------------------------------------------- lease listener
     def on_gain(self, token: LeaseToken, *, continues: bool) -> None:
@@ -139,15 +166,17 @@ class Collector:
             last = self.published.get(tick.key)
             if last is None:
                 due.append(tick)
-            elif tick.value != last.value:
+            elif tick.value != last.tick.value:
                 if now - last.changed_at_ms >= self.min_interval_ms:
                     due.append(tick)
-            elif tick.ts_ms > last.ts_ms and now - last.at_ms >= self.refresh_interval_ms:
+            elif tick.ts_ms > last.tick.ts_ms and now - last.at_ms >= self.refresh_interval_ms:
                 due.append(tick)
+        due = [self._stamped(tick, now) for tick in due]
         for tick in due:
             last = self.published.get(tick.key)
-            changed_at_ms = last.changed_at_ms if last and last.value == tick.value else now
-            self.published[tick.key] = _Published(tick.value, tick.ts_ms, now, changed_at_ms)
+            same = last is not None and last.tick.value == tick.value
+            changed_at_ms = last.changed_at_ms if last is not None and same else now
+            self.published[tick.key] = _Published(tick, now, changed_at_ms)
         if due:
             self.outbox.put(due)
         return due

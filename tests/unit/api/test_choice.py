@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from decimal import Decimal
 
 import pytest
@@ -24,9 +25,14 @@ def make_mirror(clock: FakeClock) -> RateMirror:
     return mirror
 
 
-def refresh(mirror: RateMirror, clock: FakeClock, *exchangers: str) -> None:
-    """New ticks, stamped now, for every direction of `exchangers`."""
-    mirror.apply([t for ex in exchangers for t in full_set(ex, ts_ms=clock())])
+def refresh(mirror: RateMirror, clock: FakeClock, *exchangers: str, since_ms: int = 0) -> None:
+    """New ticks, stamped now, for every direction of `exchangers`.
+
+    `since_ms` is what the collector stamps (workers/collector.py): when the value last turned
+    fresh after it was not (0: fresh for as long as anyone can tell).
+    """
+    ticks = [t for ex in exchangers for t in full_set(ex, ts_ms=clock())]
+    mirror.apply([replace(t, since_ms=since_ms) for t in ticks])
 
 
 def serving(mirror: RateMirror) -> str | None:
@@ -60,6 +66,13 @@ def test_down_status_blocks_until_a_newer_tick() -> None:
     assert is_blocked(tick("binance", "BTC-USD", ts_ms=T0 + 10), down)  # ties: status wins
 
 
+def test_an_up_after_an_outage_leaves_data_from_before_it_blocked() -> None:
+    value = tick("binance", "BTC-USD", ts_ms=T0)
+    up = replace(status("binance", SourceState.UP, T0 + 20), blocked_ms=T0 + 10)
+    assert is_blocked(value, up)  # reported DOWN at T0 + 10, after this data: still out
+    assert not is_blocked(tick("binance", "BTC-USD", ts_ms=T0 + 11), up)  # newer data is in
+
+
 def test_preferred_serves_at_start_without_waiting_for_hold_down(clock: FakeClock) -> None:
     assert serving(make_mirror(clock)) == "binance"
 
@@ -89,14 +102,38 @@ def test_failback_waits_for_the_hold_down(clock: FakeClock) -> None:
     clock.advance(1)
     mirror.apply([status("binance", SourceState.DOWN, clock())])
     clock.advance(1)
-    refresh(mirror, clock, "binance")  # binance fresh again from here
     recovered_at = clock()
+    refresh(mirror, clock, "binance", since_ms=recovered_at)  # binance fresh again from here
     while clock() - recovered_at < HOLD_S * 1000:
         assert serving(mirror) == "coingecko"
         clock.advance(0.25)
-        refresh(mirror, clock, "binance", "coingecko")
+        refresh(mirror, clock, "binance", since_ms=recovered_at)
+        refresh(mirror, clock, "coingecko")
         mirror.evaluate()
     assert serving(mirror) == "binance"
+
+
+def test_a_worker_started_during_the_hold_down_agrees_with_one_that_ran_through_it(
+    clock: FakeClock,
+) -> None:
+    running = make_mirror(clock)
+    running.apply([status("binance", SourceState.DOWN, clock())])
+    clock.advance(1)
+    recovered_at = clock()
+    refresh(running, clock, "binance", since_ms=recovered_at)
+    clock.advance(4)  # mid hold-down: a new worker loads what Redis holds
+    refresh(running, clock, "binance", since_ms=recovered_at)
+    refresh(running, clock, "coingecko")
+    started = RateMirror(preference=PREFERENCE, hold_down_s=HOLD_S, clock=clock)
+    started.load(running.ticks.values(), running.statuses.values())
+    for _ in range(40):  # 10 s, past the end of the hold-down
+        assert serving(started) == serving(running)
+        clock.advance(0.25)
+        refresh(running, clock, "binance", since_ms=recovered_at)
+        refresh(started, clock, "binance", since_ms=recovered_at)
+        running.evaluate()
+        started.evaluate()
+    assert serving(started) == serving(running) == "binance"
 
 
 def test_a_flickering_preferred_exchanger_never_serves(clock: FakeClock) -> None:
@@ -106,7 +143,8 @@ def test_a_flickering_preferred_exchanger_never_serves(clock: FakeClock) -> None
     previous = serving(mirror)
     for _ in range(60):  # 30 s of binance up 1.5 s, down 0.5 s
         clock.advance(1.5)
-        refresh(mirror, clock, "binance", "coingecko")
+        refresh(mirror, clock, "binance", since_ms=clock())  # fresh again after the STALE
+        refresh(mirror, clock, "coingecko")
         mirror.evaluate()
         changes += serving(mirror) != previous
         previous = serving(mirror)
@@ -116,24 +154,6 @@ def test_a_flickering_preferred_exchanger_never_serves(clock: FakeClock) -> None
         previous = serving(mirror)
     assert changes == 0
     assert previous == "coingecko"
-
-
-def test_a_value_refreshed_after_going_stale_restarts_the_hold_down(clock: FakeClock) -> None:
-    mirror = make_mirror(clock)
-    mirror.apply([status("binance", SourceState.DOWN, clock())])
-    clock.advance(1)
-    refresh(mirror, clock, "binance", "coingecko")
-    # binance goes stale and is refreshed before any evaluation notices the gap
-    for _ in range(7):
-        clock.advance(5)
-        refresh(mirror, clock, "coingecko")
-    assert clock() - T0 > MAX_AGE_MS + 1000
-    refresh(mirror, clock, "binance")
-    assert serving(mirror) == "coingecko"
-    clock.advance(HOLD_S)
-    refresh(mirror, clock, "binance", "coingecko")
-    mirror.evaluate()
-    assert serving(mirror) == "binance"
 
 
 def test_the_next_exchanger_serves_at_once_even_during_a_hold_down(clock: FakeClock) -> None:
@@ -188,7 +208,8 @@ def test_book_choose_prefers_held_then_longest_fresh(hold_down_ms: int) -> None:
     book = FreshnessBook(hold_down_ms=hold_down_ms)
     ticks = {(t.exchanger, t.direction): t for t in full_set("coingecko", directions=["BTC-USD"])}
     book.evaluate(ticks, {}, T0)
-    # Binance fresh for the first time (start-up, CoinGecko was first): not a comeback, it serves
+    # Binance fresh for the first time (start-up, CoinGecko was first, since_ms 0): not a
+    # comeback, it serves
     ticks[("binance", "BTC-USD")] = tick("binance", "BTC-USD", ts_ms=T0 + 3000)
     book.evaluate(ticks, {}, T0 + 3000)
     assert book.choose(PREFERENCE, ("BTC-USD",)) == "binance"
@@ -198,7 +219,8 @@ def test_book_choose_prefers_held_then_longest_fresh(hold_down_ms: int) -> None:
     ticks[("coingecko", "BTC-USD")] = tick("coingecko", "BTC-USD", ts_ms=stale_at)
     book.evaluate(ticks, {}, stale_at)
     assert book.choose(PREFERENCE, ("BTC-USD",)) == "coingecko"
-    ticks[("binance", "BTC-USD")] = tick("binance", "BTC-USD", ts_ms=stale_at + 1)
+    back = tick("binance", "BTC-USD", ts_ms=stale_at + 1)
+    ticks[("binance", "BTC-USD")] = replace(back, since_ms=stale_at + 1)  # as the collector stamps
     book.evaluate(ticks, {}, stale_at + 1)
     expected = "binance" if hold_down_ms == 0 else "coingecko"
     assert book.choose(PREFERENCE, ("BTC-USD",)) == expected

@@ -125,6 +125,64 @@ async def test_status_events_are_published_and_track_primary_health():
     ]
 
 
+# ---------------------------------------------------------------- since_ms: the hold-down's start
+def since(outbox: FakeOutbox, key: str = "binance:BTC-USD") -> list[int]:
+    return [t.since_ms for t in outbox.ticks(key)]
+
+
+async def test_since_is_zero_for_the_first_value_and_kept_while_it_stays_fresh():
+    collector, outbox, clock = make(min_interval_ms=0)
+    await collector.on_quotes([btc("65000", T0)])
+    clock.now = T0 + 5_000
+    await collector.on_quotes([btc("65100", T0 + 5_000)])
+    assert since(outbox) == [0, 0]
+
+
+async def test_a_down_status_restarts_since_at_the_next_value():
+    collector, outbox, clock = make(min_interval_ms=0)
+    await collector.on_quotes([btc("65000", T0)])
+    await collector.on_status(SourceStatus("binance", SourceState.DOWN, T0 + 100))
+    await collector.on_status(SourceStatus("binance", SourceState.UP, T0 + 900))
+    clock.now = T0 + 1_000
+    await collector.on_quotes([btc("65100", T0 + 1_000)])
+    clock.now = T0 + 2_000
+    await collector.on_quotes([btc("65200", T0 + 2_000)])
+    assert since(outbox) == [0, T0 + 1_000, T0 + 1_000]
+
+
+async def test_statuses_carry_the_time_of_the_last_outage_report():
+    collector, outbox, _ = make()
+    for state, ts_ms in (
+        (SourceState.UP, T0),
+        (SourceState.DOWN, T0 + 10),
+        (SourceState.UP, T0 + 20),
+    ):
+        await collector.on_status(SourceStatus("binance", state, ts_ms))
+    assert [e.blocked_ms for e in outbox.events] == [0, T0 + 10, T0 + 10]
+
+
+async def test_a_value_that_went_stale_restarts_since_even_without_a_status():
+    collector, outbox, clock = make(min_interval_ms=0)  # binance legs live 10 s
+    await collector.on_quotes([btc("65000", T0)])
+    clock.now = T0 + 10_001
+    await collector.on_quotes([btc("65100", T0 + 10_001)])
+    assert since(outbox) == [0, T0 + 10_001]
+
+
+async def test_a_cross_restarts_since_when_its_fx_leg_went_stale():
+    collector, outbox, clock = make(min_interval_ms=0)  # the FX leg lives 900 s (coingecko)
+    tether = Quote("coingecko", "USDT/RUB", Decimal("95.5"), T0)
+    await collector.on_quotes([tether, btc("65000", T0)])
+    for step in range(1, 101):  # binance keeps moving every 9.5 s for 950 s
+        clock.now = T0 + step * 9_500
+        await collector.on_quotes([btc(str(65000 + step), clock.now)])
+    clock.now += 1
+    await collector.on_quotes([Quote("coingecko", "USDT/RUB", Decimal("96"), clock.now)])
+    rub = since(outbox, "binance:BTC-RUB")
+    assert rub[0] == 0 and rub[-1] == clock.now  # the FX leg had aged out meanwhile
+    assert set(since(outbox)) == {0}  # BTC-USD never went stale
+
+
 # ---------------------------------------------------------------- the lease listener
 class StaticFence:
     def __init__(self) -> None:
