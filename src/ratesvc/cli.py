@@ -1,7 +1,8 @@
 """Command line: `ratesvc run | api | collector | persister | migrate | sim`.
 
 Loads settings once, configures logging, and calls exactly one run_* per subcommand. A bad setting
-stops the process with one line naming the variable (exit code 2).
+stops the process with one line naming the variable (exit code 2); any other failure is logged
+(passwords masked) and exits 1.
 """
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ from pathlib import Path
 from loguru import logger
 
 from ratesvc import __version__
-from ratesvc.logs import configure_logging
-from ratesvc.settings import DEFAULT_ENV_FILE, Settings, SettingsError, load_settings
+from ratesvc.logs import configure_logging, connection_failure
+from ratesvc.settings import DEFAULT_ENV_FILE, Settings, SettingsError, load_settings, reveal
 
 SIM_BINANCE_PORT = 18443
 SIM_COINGECKO_PORT = 18444
@@ -103,7 +104,7 @@ def _cmd_migrate(settings: Settings, _args: argparse.Namespace) -> int:
     from ratesvc.store.db import migrate  # pylint: disable=import-outside-toplevel
 
     _require(settings, "database_url")
-    applied = asyncio.run(migrate(settings.database_url.get_secret_value()))  # type: ignore[union-attr]
+    applied = asyncio.run(migrate(str(reveal(settings.database_url))))
     logger.info("migrations applied: {names}", names=applied or "none (up to date)")
     return 0
 
@@ -162,3 +163,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    # A command that fails is logged through the one sink, which masks passwords (a driver's error
+    # may quote its URL); a refused or lost connection is one line, anything else a traceback.
+    except Exception as err:  # pylint: disable=broad-exception-caught
+        brief = connection_failure((type(err), err, err.__traceback__))
+        if brief:
+            logger.error("ratesvc {command} failed: {brief}", command=args.command, brief=brief)
+        else:
+            logger.exception("ratesvc {command} failed", command=args.command)
+        return 1

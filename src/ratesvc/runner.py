@@ -17,10 +17,14 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from loguru import logger
 
-from ratesvc.settings import Settings
+from ratesvc.settings import Settings, reveal
+
+if TYPE_CHECKING:
+    from ratesvc.embedded import Servers
 
 ROLES = ("persister", "collector", "api")
 RESTART_MAX_S = 30.0
@@ -33,7 +37,7 @@ class Child:
 
     role: str
     argv: list[str]
-    env: dict[str, str]
+    env: dict[str, str] = field(repr=False)  # holds REDIS_URL and DATABASE_URL
     proc: subprocess.Popen | None = None
     restarts: int = 0
     next_start: float = 0.0
@@ -110,9 +114,8 @@ def _argv(role: str, env_file: Path | None) -> list[str]:
     return argv + [role]
 
 
-def _print_banner(
-    host: str, port: int, redis_url: str, database_url: str, settings: Settings
-) -> None:
+def _print_banner(host: str, port: int, servers: Servers, settings: Settings) -> None:
+    """Where everything listens; URLs are printed with their passwords masked."""
     shown_host = "127.0.0.1" if host in ("0.0.0.0", "") else host
     base = f"http://{shown_host}:{port}"
     lines = [
@@ -122,20 +125,12 @@ def _print_banner(
         f"  health    {base}/health  {base}/ready",
         f"  metrics   {base}/metrics  collector :{settings.collector_metrics_port}"
         f"  persister :{settings.persister_metrics_port}",
-        f"  redis     {redis_url}",
-        f"  postgres  {_mask(database_url)}",
-        "Press Ctrl-C to stop.",
     ]
+    for line in servers.describe():
+        kind, _, where = line.partition(": ")
+        lines.append(f"  {kind:<9} {where}")
+    lines.append("Press Ctrl-C to stop.")
     print("\n".join(lines), flush=True)
-
-
-def _mask(url: str) -> str:
-    head, sep, tail = url.partition("@")
-    if not sep or ":" not in head.split("//", 1)[-1]:
-        return url
-    scheme, _, cred = head.partition("//")
-    user = cred.split(":", 1)[0]
-    return f"{scheme}//{user}:***@{tail}"
 
 
 def run_all(
@@ -156,16 +151,17 @@ def run_all(
 
     signal.signal(signal.SIGINT, _on_signal)
     signal.signal(signal.SIGTERM, _on_signal)
-    database_url = settings.database_url.get_secret_value() if settings.database_url else None
     with ensure_servers(
-        settings.data_dir, redis_url=settings.redis_url, database_url=database_url
+        settings.data_dir,
+        redis_url=reveal(settings.redis_url),
+        database_url=reveal(settings.database_url),
     ) as servers:
         asyncio.run(migrate(servers.database_url))
         env = _child_env(settings, servers.redis_url, servers.database_url, host, port)
         children = [Child(role, _argv(role, env_file), env) for role in ROLES]
         for child in children:
             child.start()
-        _print_banner(host, port, servers.redis_url, servers.database_url, settings)
+        _print_banner(host, port, servers, settings)
         try:
             while not stop["flag"]:
                 for child in children:

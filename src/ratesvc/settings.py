@@ -52,7 +52,8 @@ class Settings(BaseSettings):
     )
 
     # --- infrastructure (unset = embedded servers under DATA_DIR, for `ratesvc run` and tests)
-    redis_url: str | None = None
+    # secrets: both may hold a password (SecretStr keeps it out of reprs; see reveal())
+    redis_url: SecretStr | None = None
     database_url: SecretStr | None = None
     data_dir: Path = Path(".ratesvc")
     log_level: LogLevel = "INFO"
@@ -110,8 +111,10 @@ class Settings(BaseSettings):
 
     @field_validator("redis_url", mode="after")
     @classmethod
-    def _redis_scheme(cls, value: str | None) -> str | None:
-        if value is not None and not value.startswith(("redis://", "rediss://", "unix://")):
+    def _redis_scheme(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().startswith(
+            ("redis://", "rediss://", "unix://")
+        ):
             raise ValueError("must look like redis://host:port/db")
         return value
 
@@ -119,6 +122,11 @@ class Settings(BaseSettings):
     @classmethod
     def _csv(cls, value: Any) -> Any:
         return _split_csv(value)
+
+
+def reveal(secret: SecretStr | None) -> str | None:
+    """The value of a secret setting (REDIS_URL, DATABASE_URL), for the code that connects."""
+    return secret.get_secret_value() if secret is not None else None
 
 
 def load(model: type[S], env_file: Path | None = DEFAULT_ENV_FILE, **overrides: Any) -> S:

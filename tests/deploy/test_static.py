@@ -59,7 +59,13 @@ SERVICES = {
     "grafana",
 }
 RATESVC_ROLES = {"migrate", "collector", "collector-standby", "persister", "api", "sim"}
-SECRETS = {"COINGECKO_API_KEY", "DATABASE_URL", "POSTGRES_PASSWORD", "GRAFANA_ADMIN_PASSWORD"}
+SECRETS = {
+    "COINGECKO_API_KEY",
+    "REDIS_URL",
+    "DATABASE_URL",
+    "POSTGRES_PASSWORD",
+    "GRAFANA_ADMIN_PASSWORD",
+}
 
 
 # ------------------------------------------------------------------------------- compose

@@ -25,7 +25,7 @@ from ratesvc.api.render import RenderCache
 from ratesvc.bus import RateBus
 from ratesvc.connections import redis_client
 from ratesvc.domain import RateTick, SourceStatus
-from ratesvc.settings import DEFAULT_ENV_FILE, Settings, load_settings
+from ratesvc.settings import DEFAULT_ENV_FILE, Settings, load_settings, reveal
 
 # Set by `ratesvc api --workers N` for the worker processes (see apiserver.py).
 ENV_FILE_VARIABLE = "RATESVC_ENV_FILE"
@@ -59,7 +59,7 @@ def history_loader(database_url: str) -> HistoryLoader:
 
 def build_mirror(settings: Settings, redis: Redis) -> RateMirror:
     """A RateMirror following `redis`, with the history loader when DATABASE_URL is set."""
-    url = settings.database_url.get_secret_value() if settings.database_url else None
+    url = reveal(settings.database_url)
     return RateMirror(
         RateBus(redis, maxlen=settings.stream_maxlen),
         preference=settings.exchanger_preference,
@@ -81,9 +81,10 @@ def create_app(
     owned_redis: Redis | None = None
     if mirror is None:
         if redis is None:
-            if settings.redis_url is None:
+            url = reveal(settings.redis_url)
+            if url is None:
                 raise ValueError("REDIS_URL must be set for the API")
-            redis = owned_redis = redis_client(settings.redis_url)
+            redis = owned_redis = redis_client(url)
         mirror = build_mirror(settings, redis)
     running = mirror
 
