@@ -36,6 +36,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--host", default=None, help="API bind address (default API_HOST)")
     run.add_argument("--port", type=int, default=None, help="API port (default API_PORT)")
+    run.add_argument(
+        "--sim",
+        action="store_true",
+        help="offline: run the bundled market simulator too and point the collector at it "
+        "(embedded servers under DATA_DIR/sim)",
+    )
     api = sub.add_parser("api", help="HTTP API workers")
     api.add_argument("--host", default=None, help="bind address (default API_HOST)")
     api.add_argument("--port", type=int, default=None, help="port (default API_PORT)")
@@ -61,7 +67,7 @@ def _require(settings: Settings, *names: str) -> None:
 def _cmd_run(settings: Settings, args: argparse.Namespace) -> int:
     from ratesvc.runner import run_all  # pylint: disable=import-outside-toplevel
 
-    return run_all(settings, host=args.host, port=args.port, env_file=args.env_file)
+    return run_all(settings, host=args.host, port=args.port, env_file=args.env_file, sim=args.sim)
 
 
 def _cmd_api(settings: Settings, args: argparse.Namespace) -> int:
