@@ -168,10 +168,15 @@ def _start_sim(
         ports = SimPorts.pick(prefer_defaults=attempt == 1)
         child = Child("sim", _argv(env_file, *ports.args()), env)
         child.start()
-        if ports.wait(alive=lambda c=child: c.alive, stopping=lambda: stop.requested):
+        serving = False
+        try:
+            serving = ports.wait(alive=lambda c=child: c.alive, stopping=lambda: stop.requested)
+        finally:
+            if not serving:  # failed, timed out or interrupted: never leave it behind
+                child.terminate()
+                child.wait_or_kill(time.monotonic() + STOP_GRACE_S)
+        if serving:
             return child, ports
-        child.terminate()
-        child.wait_or_kill(time.monotonic() + STOP_GRACE_S)
         if stop.requested:
             return None
     raise RuntimeError("the simulator did not start (see its log lines above)")
