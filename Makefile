@@ -1,22 +1,31 @@
-# Developer shortcuts. The README's two quick-start commands work without make.
+# The README's quick start: `make run` and `make test` do all the set-up on a fresh clone (a venv
+# in .venv with ratesvc and its dev tools, the first time or when pyproject.toml changes), then
+# run. Only python3 (3.11+, with its venv module: Debian's python3-venv) and make are needed. `.ci/run` uses the same
+# targets. Without make, see the README ("No make?").
 PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 # Tests are named as sentences and use pytest fixtures: docstrings and fixture shadowing are noise.
 TEST_PYLINT_OFF := missing-function-docstring,missing-class-docstring,redefined-outer-name,protected-access
 
-.PHONY: install run test lint format sim up up-sim down deploy-check
+.PHONY: install run run-sim test lint format sim up up-sim down deploy-check
 
 $(BIN)/ratesvc: pyproject.toml
+	@$(PY) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { \
+		echo "ratesvc needs Python 3.11 or newer; $(PY) is $$($(PY) -V 2>&1)." \
+		"Run: make $(MAKECMDGOALS) PY=python3.11 (or newer)"; exit 1; }
 	$(PY) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
 	touch $@
 
 install: $(BIN)/ratesvc
 
 run: install
 	$(BIN)/ratesvc run
+
+run-sim: install
+	$(BIN)/ratesvc run --sim
 
 sim: install
 	$(BIN)/ratesvc sim

@@ -3,7 +3,8 @@
 A daemon runs in its own session, so it can be signalled alone and its whole process group
 killed; its stdout and stderr are appended to `<workdir>/<name>.log`. Used by the e2e harness
 (tests/e2e/harness.py), the native deployment tests (tests/deploy/native.py) and the benchmarks
-(bench/faults_stack.py, bench/topology.py, bench/core.py). Every wait is bounded.
+(bench/faults_stack.py, bench/topology.py, bench/core.py). Every wait is bounded. The process
+table helpers below find what a process tree left behind (Linux /proc).
 """
 
 from __future__ import annotations
@@ -103,3 +104,37 @@ class Daemon:
     def tail(self, chars: int = 3000) -> str:
         """The last `chars` characters of its output."""
         return self.output()[-chars:]
+
+
+def process_table() -> dict[int, tuple[int, str, str]]:
+    """pid -> (parent pid, state, command line) for every process we can read."""
+    table = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        table[int(entry.name)] = (int(fields[1]), fields[0], cmdline)
+    return table
+
+
+def tree_and_matching(root: int, marker: Path | str) -> set[int]:
+    """Descendants of `root` plus every process whose command line contains `marker`."""
+    table = process_table()
+    found = {pid for pid, (_, _, cmd) in table.items() if str(marker) in cmd}
+    frontier = {root}
+    while frontier:
+        children = {pid for pid, (ppid, _, _) in table.items() if ppid in frontier}
+        frontier = children - found
+        found |= children
+    return found
+
+
+def process_alive(pid: int) -> bool:
+    """The process exists and is not a zombie."""
+    state = process_table().get(pid)
+    return state is not None and state[1] != "Z"

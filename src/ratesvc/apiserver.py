@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +17,18 @@ from ratesvc.settings import Settings
 APP_FACTORY = "ratesvc.api.app:app_from_env"
 
 
-def uvicorn_options(host: str, port: int, *, log_level: str = "info") -> dict[str, Any]:
-    """uvicorn settings of every API worker (bench/bare_app.py serves its ceiling with them too)."""
+def uvicorn_options(
+    host: str,
+    port: int,
+    *,
+    log_level: str = "info",
+    forwarded_allow_ips: Sequence[str] = ("127.0.0.1", "::1"),
+) -> dict[str, Any]:
+    """uvicorn settings of every API worker (bench/bare_app.py serves its ceiling with them too).
+
+    `forwarded_allow_ips` (FORWARDED_ALLOW_IPS): the peers whose X-Forwarded-For/-Proto set the
+    client address and scheme the app sees; from any other peer those headers change nothing.
+    """
     return {
         "host": host,
         "port": port,
@@ -31,7 +42,7 @@ def uvicorn_options(host: str, port: int, *, log_level: str = "info") -> dict[st
         # No "server: uvicorn" on every answer (bytes on the wire, and a version hint); Date stays.
         "server_header": False,
         "proxy_headers": True,
-        "forwarded_allow_ips": "*",
+        "forwarded_allow_ips": list(forwarded_allow_ips),
         "timeout_graceful_shutdown": 5,
         "backlog": 4096,
     }
@@ -48,13 +59,16 @@ def serve_api(
     """Block serving HTTP until SIGINT/SIGTERM (uvicorn handles the signals and drains)."""
     workers = workers or settings.api_workers
     common = uvicorn_options(
-        host or settings.api_host, port or settings.api_port, log_level=settings.log_level
+        host or settings.api_host,
+        port or settings.api_port,
+        log_level=settings.log_level,
+        forwarded_allow_ips=settings.forwarded_allow_ips,
     )
     if workers == 1:
         # pylint: disable-next=import-outside-toplevel
-        from ratesvc.api.app import create_app, with_fast_path
+        from ratesvc.api.app import create_app, worker_app
 
-        uvicorn.run(with_fast_path(create_app(settings)), **common)
+        uvicorn.run(worker_app(create_app(settings)), **common)
         return
     # Worker processes build their own app from the environment; metrics aggregate on disk.
     os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="ratesvc-prom-"))

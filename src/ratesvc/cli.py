@@ -1,7 +1,8 @@
 """Command line: `ratesvc run | api | collector | persister | migrate | sim`.
 
 Loads settings once, configures logging, and calls exactly one run_* per subcommand. A bad setting
-stops the process with one line naming the variable (exit code 2).
+stops the process with one line naming the variable (exit code 2); any other failure is logged
+(passwords masked) and exits 1.
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ from loguru import logger
 
 from ratesvc import __version__
 from ratesvc.embedded.process import EmbeddedServerError
-from ratesvc.logs import configure_logging
-from ratesvc.settings import DEFAULT_ENV_FILE, Settings, SettingsError, load_settings
+from ratesvc.logs import configure_logging, connection_failure
+from ratesvc.settings import DEFAULT_ENV_FILE, Settings, SettingsError, load_settings, reveal
 
 SIM_BINANCE_PORT = 18443
 SIM_COINGECKO_PORT = 18444
@@ -36,6 +37,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--host", default=None, help="API bind address (default API_HOST)")
     run.add_argument("--port", type=int, default=None, help="API port (default API_PORT)")
+    run.add_argument(
+        "--sim",
+        action="store_true",
+        help="offline: run the bundled market simulator too and point the collector at it "
+        "(embedded servers under DATA_DIR/sim)",
+    )
     api = sub.add_parser("api", help="HTTP API workers")
     api.add_argument("--host", default=None, help="bind address (default API_HOST)")
     api.add_argument("--port", type=int, default=None, help="port (default API_PORT)")
@@ -61,7 +68,7 @@ def _require(settings: Settings, *names: str) -> None:
 def _cmd_run(settings: Settings, args: argparse.Namespace) -> int:
     from ratesvc.runner import run_all  # pylint: disable=import-outside-toplevel
 
-    return run_all(settings, host=args.host, port=args.port, env_file=args.env_file)
+    return run_all(settings, host=args.host, port=args.port, env_file=args.env_file, sim=args.sim)
 
 
 def _cmd_api(settings: Settings, args: argparse.Namespace) -> int:
@@ -104,7 +111,7 @@ def _cmd_migrate(settings: Settings, _args: argparse.Namespace) -> int:
     from ratesvc.store.db import migrate  # pylint: disable=import-outside-toplevel
 
     _require(settings, "database_url")
-    applied = asyncio.run(migrate(settings.database_url.get_secret_value()))  # type: ignore[union-attr]
+    applied = asyncio.run(migrate(str(reveal(settings.database_url))))
     logger.info("migrations applied: {names}", names=applied or "none (up to date)")
     return 0
 
@@ -166,3 +173,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    # A command that fails is logged through the one sink, which masks passwords (a driver's error
+    # may quote its URL); a refused or lost connection is one line, anything else a traceback.
+    except Exception as err:  # pylint: disable=broad-exception-caught
+        brief = connection_failure((type(err), err, err.__traceback__))
+        if brief:
+            logger.error("ratesvc {command} failed: {brief}", command=args.command, brief=brief)
+        else:
+            logger.exception("ratesvc {command} failed", command=args.command)
+        return 1

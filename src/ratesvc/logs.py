@@ -1,15 +1,19 @@
 """Logging: one loguru sink for ratesvc, uvicorn and every standard-library logger.
 
 Levels mean: DEBUG frames and decisions; INFO connections, failovers, start/stop; WARNING retries,
-stale data, skipped frames; ERROR a dependency failing; CRITICAL cannot serve.
+stale data, skipped frames; ERROR a dependency failing; CRITICAL cannot serve. Whatever the sink
+writes, tracebacks included, has every URL's password masked (ratesvc.redact).
 """
 
 from __future__ import annotations
 
 import logging
 import sys
+from typing import TextIO
 
 from loguru import logger
+
+from ratesvc.redact import redact_text
 
 FORMAT = (
     "<green>{time:YYYY-MM-DD HH:mm:ss.SSS}</green> <level>{level: <8}</level> "
@@ -63,6 +67,29 @@ class InterceptHandler(logging.Handler):
         logger.opt(depth=depth, exception=exc_info).log(level, message)
 
 
+class RedactingStream:
+    """A text stream that masks every URL's password in what is written to it.
+
+    The sink's last line of defence: a library's message or an exception text (a driver error
+    quoting its DSN, say) is masked as well as our own lines.
+    """
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> None:
+        """Write `text`, masked."""
+        self._stream.write(redact_text(text))
+
+    def flush(self) -> None:
+        """Flush the underlying stream."""
+        self._stream.flush()
+
+    def isatty(self) -> bool:
+        """Whether the underlying stream is a terminal (loguru colours only terminals)."""
+        return self._stream.isatty()
+
+
 def _source_prefix(record: dict) -> bool:
     source = record["extra"].get("source")
     record["extra"]["source"] = (
@@ -77,7 +104,7 @@ def configure_logging(level: str = "INFO", *, role: str = "ratesvc") -> None:
     logger.remove()
     logger.configure(extra={"role": role, "source": ""})
     logger.add(
-        sys.stderr,
+        RedactingStream(sys.stderr),
         level=level,
         format=FORMAT,
         filter=_source_prefix,

@@ -7,6 +7,7 @@ os.environ.
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -44,6 +45,26 @@ def _exchanger_list(value: list[str]) -> list[str]:
 ExchangerList = Annotated[list[str], NoDecode, AfterValidator(_exchanger_list)]
 
 
+def _address_list(value: list[str]) -> list[str]:
+    # Checked here because uvicorn takes an entry it cannot parse as a literal that never matches.
+    if "*" in value:
+        if len(value) > 1:
+            raise ValueError("* (trust every peer) cannot be combined with addresses")
+        return value
+    for entry in value:
+        try:
+            if "/" in entry:
+                ipaddress.ip_network(entry)  # strict, as uvicorn parses it: no host bits
+            else:
+                ipaddress.ip_address(entry)
+        except ValueError as err:
+            raise ValueError(str(err)) from None
+    return value
+
+
+AddressList = Annotated[list[str], NoDecode, AfterValidator(_address_list)]
+
+
 class Settings(BaseSettings):
     """Everything the roles need that is not venue-specific; env names = upper-case field names."""
 
@@ -52,7 +73,8 @@ class Settings(BaseSettings):
     )
 
     # --- infrastructure (unset = embedded servers under DATA_DIR, for `ratesvc run` and tests)
-    redis_url: str | None = None
+    # secrets: both may hold a password (SecretStr keeps it out of reprs; see reveal())
+    redis_url: SecretStr | None = None
     database_url: SecretStr | None = None
     data_dir: Path = Path(".ratesvc")
     log_level: LogLevel = "INFO"
@@ -92,6 +114,11 @@ class Settings(BaseSettings):
     api_host: str = "127.0.0.1"
     api_port: int = Field(8000, ge=1, le=65535)
     api_workers: int = Field(1, ge=1, le=64)
+    # peers (the balancer) whose X-Forwarded-For / X-Forwarded-Proto the API believes: IP
+    # addresses and CIDR networks, comma-separated; "*" trusts everyone (only behind a firewall)
+    forwarded_allow_ips: AddressList = Field(default_factory=lambda: ["127.0.0.1", "::1"])
+    # one INFO line per answer: method, target, status, client, request id
+    api_access_log: bool = False
     exchanger_preference: ExchangerList = Field(default_factory=lambda: list(EXCHANGERS))
     failback_hold_down_s: float = Field(10.0, ge=0, le=3600)
     redis_stale_after_s: float = Field(10.0, gt=0)
@@ -110,15 +137,22 @@ class Settings(BaseSettings):
 
     @field_validator("redis_url", mode="after")
     @classmethod
-    def _redis_scheme(cls, value: str | None) -> str | None:
-        if value is not None and not value.startswith(("redis://", "rediss://", "unix://")):
+    def _redis_scheme(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().startswith(
+            ("redis://", "rediss://", "unix://")
+        ):
             raise ValueError("must look like redis://host:port/db")
         return value
 
-    @field_validator("sources", "exchanger_preference", mode="before")
+    @field_validator("sources", "exchanger_preference", "forwarded_allow_ips", mode="before")
     @classmethod
     def _csv(cls, value: Any) -> Any:
         return _split_csv(value)
+
+
+def reveal(secret: SecretStr | None) -> str | None:
+    """The value of a secret setting (REDIS_URL, DATABASE_URL), for the code that connects."""
+    return secret.get_secret_value() if secret is not None else None
 
 
 def load(model: type[S], env_file: Path | None = DEFAULT_ENV_FILE, **overrides: Any) -> S:

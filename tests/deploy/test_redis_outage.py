@@ -9,6 +9,7 @@ operator that the stream is not followed. Clients are the fast path's, through H
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import time
 from collections.abc import Iterator
@@ -34,7 +35,9 @@ from tests.e2e.harness import service_env, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
-OUTAGE_S = 15.0
+# The default run proves 15 s; the long one is (docs/fault-tolerance.md)
+#   REDIS_OUTAGE_S=120 python -m pytest tests/deploy/test_redis_outage.py -s
+OUTAGE_S = float(os.environ.get("REDIS_OUTAGE_S", "15"))
 REDIS_STALE_AFTER_S = 5  # the workers mark every value stale after this long without the stream
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+from ipaddress import ip_address, ip_network
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -59,7 +60,13 @@ SERVICES = {
     "grafana",
 }
 RATESVC_ROLES = {"migrate", "collector", "collector-standby", "persister", "api", "sim"}
-SECRETS = {"COINGECKO_API_KEY", "DATABASE_URL", "POSTGRES_PASSWORD", "GRAFANA_ADMIN_PASSWORD"}
+SECRETS = {
+    "COINGECKO_API_KEY",
+    "REDIS_URL",
+    "DATABASE_URL",
+    "POSTGRES_PASSWORD",
+    "GRAFANA_ADMIN_PASSWORD",
+}
 
 
 # ------------------------------------------------------------------------------- compose
@@ -116,6 +123,22 @@ def test_dependencies_wait_for_health_and_for_migrations(compose):
     assert "postgres" in services["migrate"]["depends_on"]
     assert "api" in services["haproxy"]["depends_on"]
     assert "prometheus" in services["grafana"]["depends_on"]
+
+
+@pytest.mark.parametrize(
+    ("dotenv", "prefix"), [(None, "10.89.53"), ("STACK_NET_PREFIX=10.7.1\n", "10.7.1")]
+)
+def test_the_api_believes_forwarded_headers_from_haproxy_alone(tmp_path, dotenv, prefix):
+    compose = compose_config(tmp_path, COMPOSE_FILE, dotenv=dotenv)
+    services, (ipam,) = compose["services"], compose["networks"]["default"]["ipam"]["config"]
+    haproxy = services["haproxy"]["networks"]["default"]["ipv4_address"]
+    trusted = services["api"]["environment"]["FORWARDED_ALLOW_IPS"]
+    assert trusted == haproxy == f"{prefix}.10"
+    assert Settings(_env_file=None, forwarded_allow_ips=trusted).forwarded_allow_ips == [haproxy]
+    # HAProxy's address is on the network, and no other container can be given it
+    assert ip_address(haproxy) in ip_network(ipam["subnet"])
+    assert ip_address(haproxy) not in ip_network(ipam["ip_range"])
+    assert all(set(s.get("networks", {"default": None})) == {"default"} for s in services.values())
 
 
 def test_only_haproxy_publishes_on_all_interfaces(compose):

@@ -5,15 +5,24 @@ port, found by HAProxy through a DNS name like Docker's) behind HAProxy; Prometh
 everything with monitoring/prometheus.yml (targets substituted, 1 s interval) and evaluating
 monitoring/alerts.yml. Checks: load spreads over the workers, a killed worker costs no request,
 every target is up, every alert rule evaluates, and every Grafana panel's query returns data.
+The public surface too: /metrics is not served publicly, request ids are kept only when safe (in
+HAProxy and in the API, which logs them), and X-Forwarded-For counts only from the balancer.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import socket
 import threading
 import time
+import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -68,6 +77,49 @@ def stack_fixture(
             launcher.stop_all()
 
 
+def is_uuid(value: str) -> bool:
+    """A fresh request id: HAProxy's %[uuid] and the API's both make UUIDs."""
+    try:
+        return str(uuid.UUID(value)) == value
+    except ValueError:
+        return False
+
+
+@dataclass
+class RawAnswer:
+    """An HTTP answer read off the socket: status, headers (lower-case names), body."""
+
+    status: int
+    headers: dict[str, list[str]]
+    body: bytes
+
+    def header(self, name: str) -> str | None:
+        values = self.headers.get(name, [])
+        assert len(values) <= 1, f"{name} sent {len(values)} times"
+        return values[0] if values else None
+
+
+def raw_http(
+    address: tuple[str, int], target: bytes, *extra: bytes, source: str | None = None
+) -> RawAnswer:
+    """GET `target` with `extra` header lines sent byte for byte (no client-side checks)."""
+    request = b"GET " + target + b" HTTP/1.1\r\nHost: ratesvc\r\n"
+    request += b"".join(line + b"\r\n" for line in extra) + b"Connection: close\r\n\r\n"
+    bind = (source, 0) if source else None
+    with socket.create_connection(address, timeout=5, source_address=bind) as sock:
+        sock.sendall(request)
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    status_line, *lines = head.decode("latin-1").split("\r\n")
+    headers: dict[str, list[str]] = {}
+    for line in lines:
+        name, _, value = line.partition(":")
+        headers.setdefault(name.strip().lower(), []).append(value.strip())
+    return RawAnswer(int(status_line.split()[1]), headers, body)
+
+
 def send(stack: Stack, count: int, etag: str | None = None) -> list[int]:
     headers = {"If-None-Match": etag} if etag else {}
     return [stack.lb.get("/courses", headers=headers).status_code for _ in range(count)]
@@ -78,7 +130,7 @@ def test_requests_through_haproxy_spread_over_every_worker(stack):
     first = stack.lb.get("/courses", headers={"X-Request-ID": "test-id-1"})
     assert first.status_code == 200 and first.headers["X-Request-ID"] == "test-id-1"
     generated = stack.lb.get("/courses").headers.get("X-Request-ID", "")
-    assert generated, "HAProxy adds an X-Request-ID when the client sent none"
+    assert is_uuid(generated), "HAProxy adds an X-Request-ID when the client sent none"
     statuses = send(stack, 98) + send(stack, 100, etag=first.headers["ETag"])
     assert set(statuses) <= {200, 304} and 304 in statuses, statuses
     served = {a: stack.worker_requests(a) - before[a] for a in stack.workers}
@@ -166,6 +218,71 @@ def test_every_dashboard_panel_query_returns_data(stack):
         print("\nGrafana panel queries against the native Prometheus:\n" + "\n".join(lines))
 
 
+def test_the_public_frontend_answers_metrics_like_an_unknown_route(stack):
+    unknown = raw_http(stack.lb_address, b"/no-such-route")
+    assert unknown.status == 404, "the API's own answer to an unknown route"
+    expected = {key: json.loads(unknown.body)[key] for key in ("type", "title", "status")}
+    # however it is spelled, as long as the API would route it to /metrics
+    for target in (
+        b"/metrics",
+        b"/%6Detrics",
+        b"/metrics/",
+        b"/metrics?x=1",
+        b"http://ratesvc/metrics",
+    ):
+        answer = raw_http(stack.lb_address, target)
+        assert answer.status == 404, target
+        assert answer.header("content-type") == "application/problem+json"
+        problem = json.loads(answer.body)
+        assert {key: problem[key] for key in expected} == expected
+        assert problem["detail"] == "no route for /metrics" and b"ratesvc_" not in answer.body
+        assert is_uuid(answer.header("x-request-id") or "")
+    # ... while each worker serves it to Prometheus on the internal network, either spelling
+    host, port = next(iter(stack.workers)).rsplit(":", 1)
+    for target in (b"/metrics", b"/%6Detrics"):
+        direct = raw_http((host, int(port)), target)
+        assert direct.status == 200 and b"ratesvc_http_requests_total" in direct.body
+
+
+def test_the_api_gets_logs_and_echoes_the_request_id_haproxy_logs(stack):
+    kept = stack.lb.get("/courses", headers={"X-Request-ID": "topology:kept_1"})
+    assert kept.headers["X-Request-ID"] == "topology:kept_1"
+    assert " 200 client=" in stack.access_log_line("request_id=topology:kept_1")
+    unsafe = raw_http(stack.lb_address, b"/courses", b'X-Request-ID: x" injected="1')
+    fresh = unsafe.header("x-request-id") or ""
+    assert unsafe.status == 200 and is_uuid(fresh)
+    line = stack.access_log_line(f"request_id={fresh}")
+    assert "GET /courses 200" in line and "injected" not in line
+    haproxy = stack.daemon("haproxy")
+    stack.wait(lambda: f'rid="{fresh}"' in haproxy.output(), "HAProxy's log line of it")
+    assert "injected" not in haproxy.output()
+
+
+def test_the_api_sees_the_client_haproxy_saw_never_a_forged_one(stack):
+    # From 127.0.0.9: HAProxy drops the client's X-Forwarded-For and adds the address it saw.
+    with httpx.Client(
+        base_url=str(stack.lb.base_url),
+        transport=httpx.HTTPTransport(local_address="127.0.0.9"),
+        timeout=5,
+    ) as client:
+        forged = {"X-Forwarded-For": "6.6.6.6", "X-Request-ID": "xff-through-haproxy"}
+        assert client.get("/courses", headers=forged).status_code == 200
+    line = stack.access_log_line("request_id=xff-through-haproxy")
+    assert "client=127.0.0.9:" in line and "6.6.6.6" not in line
+
+
+def test_a_worker_believes_forwarded_for_only_from_the_balancer_address(stack):
+    """Workers trust the default FORWARDED_ALLOW_IPS (loopback 127.0.0.1, where HAProxy is)."""
+    host, port = next(iter(stack.workers)).rsplit(":", 1)
+    for source, rid in (("127.0.0.5", "xff-untrusted"), ("127.0.0.1", "xff-trusted")):
+        with httpx.Client(transport=httpx.HTTPTransport(local_address=source), timeout=5) as c:
+            headers = {"X-Forwarded-For": "203.0.113.9", "X-Request-ID": rid}
+            assert c.get(f"http://{host}:{port}/health", headers=headers).status_code == 200
+    untrusted = stack.access_log_line("request_id=xff-untrusted")
+    assert "client=127.0.0.5:" in untrusted and "203.0.113.9" not in untrusted
+    assert "client=203.0.113.9:0 " in stack.access_log_line("request_id=xff-trusted")
+
+
 def test_killing_a_worker_loses_no_request(stack):
     outcomes: list[int | str] = []
     stop = threading.Event()
@@ -221,26 +338,144 @@ def test_killing_a_worker_loses_no_request(stack):
     )
 
 
-def test_haproxy_rate_limit_answers_429_problem_json(tmp_path):
-    haproxy = require_tool("haproxy", "the HAProxy rate limit")
+@contextmanager
+def lone_haproxy(tmp_path: Path, what: str, **lb_env: str) -> Iterator[tuple[int, Daemon]]:
+    """haproxy.cfg with no API replica at all (HAProxy answers by itself): (its port, daemon)."""
+    haproxy = require_tool("haproxy", what)
     port, stats = free_tcp_port("127.0.0.1"), free_tcp_port("127.0.0.1")
     env = dict(os.environ) | {
         "LB_BIND": f"127.0.0.1:{port}",
         "LB_STATS_BIND": f"127.0.0.1:{stats}",
-        "LB_DNS": "127.0.0.1:9",  # no replicas at all: HAProxy answers by itself
-        "LB_RATE_LIMIT": "3",
+        "LB_DNS": "127.0.0.1:9",  # resolves nothing: no replicas
+        **lb_env,
     }
     daemon = Daemon(
-        "haproxy-limit", [haproxy, "-db", "-f", str(HAPROXY_CFG)], env=env, workdir=tmp_path
+        "haproxy-lone", [haproxy, "-db", "-f", str(HAPROXY_CFG)], env=env, workdir=tmp_path
     ).start()
     try:
         wait_until(
             lambda: http_ok(f"http://127.0.0.1:{stats}/healthz"), timeout_s=20, what="haproxy"
         )
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=5) as http:
-            answers = [http.get("/courses", headers={"X-Request-ID": f"r{i}"}) for i in range(5)]
+        yield port, daemon
     finally:
         daemon.stop(timeout_s=10)
+
+
+# Kept by HAProxy as sent: 1-64 of letters, digits and . _ : -
+SAFE_IDS = [b"test-id-1", b"a" * 64, b"v1.2:x_y", b"0b6f4d8e-2d47-4f8c-9c57-2a1b0f1e6c55"]
+# Replaced by a fresh one (each sent as the only X-Request-ID line, unless a list).
+UNSAFE_IDS: list[bytes | list[bytes]] = [
+    b'"quoted"',
+    b"two words",
+    b"tab\there",
+    "caf\u00e9".encode(),
+    b"\xff\xfe",
+    b"a" * 65,
+    b"x" * 8000,
+    b"",
+    b"a,b",
+    b"semi;colon",
+    b"id\x00nul",
+    b"abc\r\n folded",  # obs-fold: one header whose value holds the next line
+    [b"first", b"second"],  # two ids: neither is kept
+]
+
+
+def test_haproxy_keeps_only_a_safe_client_request_id(tmp_path):
+    def answer(values: bytes | list[bytes]) -> RawAnswer:
+        lines = values if isinstance(values, list) else [values]
+        return raw_http(("127.0.0.1", port), b"/courses", *(b"X-Request-ID: " + v for v in lines))
+
+    with lone_haproxy(tmp_path, "HAProxy's X-Request-ID rule", LB_RATE_LIMIT="0") as (port, lb):
+        kept = {value: answer(value).header("x-request-id") for value in SAFE_IDS}
+        fresh = [answer(value).header("x-request-id") or "" for value in UNSAFE_IDS]
+        # A line break ends the header: the id is "abc", and nothing reaches the answer.
+        split = answer(b"abc\r\nX-Injected: yes")
+        # A bare CR or LF inside a value: HAProxy refuses the request outright.
+        refused = [answer(b"a\rb"), answer(b"a\nb")]
+        logged = wait_until(
+            lambda: all(f'rid="{rid}"' in lb.output() for rid in fresh) and lb.output(),
+            timeout_s=10,
+            what="HAProxy's log lines",
+        )
+    assert kept == {value: value.decode() for value in SAFE_IDS}
+    assert all(is_uuid(rid) for rid in fresh) and len(set(fresh)) == len(fresh), fresh
+    assert split.header("x-request-id") == "abc" and "x-injected" not in split.headers
+    assert [a.status for a in refused] == [400, 400]
+    assert all(a.header("x-request-id") is None for a in refused)
+    for shown in ("quoted", "two words", "caf", "x" * 100, "semi", "folded", "first", "second"):
+        assert shown not in logged, f"{shown!r} reached HAProxy's log"
+
+
+class HeaderEcho(BaseHTTPRequestHandler):
+    """A stand-in API replica: every GET is 200 with the request's headers as JSON pairs."""
+
+    def do_GET(self) -> None:  # pylint: disable=invalid-name
+        body = json.dumps(list(self.headers.items())).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *_args: Any) -> None:
+        pass
+
+
+@contextmanager
+def header_echo(host: str) -> Iterator[int]:
+    """HeaderEcho on `host` in a thread; yields its port."""
+    server = ThreadingHTTPServer((host, 0), HeaderEcho)
+    thread = threading.Thread(target=server.serve_forever, name="header-echo", daemon=True)
+    thread.start()
+    try:
+        yield server.server_address[1]
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_haproxy_forwards_only_its_own_forwarding_headers(tmp_path):
+    """What a replica receives: the address HAProxy saw, its scheme, and a safe request id."""
+    with (
+        header_echo("127.0.0.4") as echo_port,
+        StaticDns({"api": ["127.0.0.4"]}) as dns,
+        lone_haproxy(
+            tmp_path,
+            "HAProxy's forwarding headers",
+            LB_DNS=dns.address,
+            LB_API_ADDR=f"api:{echo_port}",
+            LB_CHECK_INTER="200ms",
+            LB_RATE_LIMIT="0",
+        ) as (port, _lb),
+    ):
+        wait_until(
+            lambda: raw_http(("127.0.0.1", port), b"/x").status == 200,
+            timeout_s=20,
+            what="the stand-in replica UP",
+        )
+        answer = raw_http(
+            ("127.0.0.1", port),
+            b"/courses",
+            b"X-Forwarded-For: 6.6.6.6",
+            b"X-Forwarded-For: 7.7.7.7, 8.8.8.8",
+            b"X-Forwarded-Proto: https",
+            b"X-Request-ID: not safe",
+            source="127.0.0.9",
+        )
+    received: dict[str, list[str]] = {}
+    for name, value in json.loads(answer.body):
+        received.setdefault(name.lower(), []).append(value)
+    assert received["x-forwarded-for"] == ["127.0.0.9"]
+    assert received["x-forwarded-proto"] == ["http"]
+    assert received["x-request-id"] == [answer.header("x-request-id")]
+    assert is_uuid(received["x-request-id"][0])
+
+
+def test_haproxy_rate_limit_answers_429_problem_json(tmp_path):
+    with lone_haproxy(tmp_path, "the HAProxy rate limit", LB_RATE_LIMIT="3") as (port, _daemon):
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=5) as http:
+            answers = [http.get("/courses", headers={"X-Request-ID": f"r{i}"}) for i in range(5)]
     assert [a.status_code for a in answers] == [503, 503, 503, 429, 429]
     limited = answers[-1]
     assert limited.headers["content-type"] == "application/problem+json"

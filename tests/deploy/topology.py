@@ -36,8 +36,13 @@ from tests.e2e.harness import PRICES, Sim, wait_until
 WORKER_HOSTS = ("127.0.0.2", "127.0.0.3")
 START_TIMEOUT_S = 60.0
 WAIT_TIMEOUT_S = 40.0
-# Test cadences: the simulator has no quota, so CoinGecko may poll every second.
-TEST_ENV = {"COINGECKO_CALLS_PER_MINUTE": "600", "COINGECKO_CALLS_PER_MONTH": "100000000"}
+# Test cadences: the simulator has no quota, so CoinGecko may poll every second. The workers' access
+# log shows the client address and request id each answer was given.
+TEST_ENV = {
+    "COINGECKO_CALLS_PER_MINUTE": "600",
+    "COINGECKO_CALLS_PER_MONTH": "100000000",
+    "API_ACCESS_LOG": "true",
+}
 
 
 class Launcher:
@@ -105,6 +110,26 @@ class Stack:
     def active_servers(self) -> float:
         samples = self.haproxy_metrics()["haproxy_backend_active_servers"]
         return sum(value for labels, value in samples if labels["proxy"] == "api")
+
+    def daemon(self, name: str) -> Daemon:
+        return next(d for d in self.launcher.daemons if d.name == name)
+
+    @property
+    def lb_address(self) -> tuple[str, int]:
+        assert self.lb is not None
+        return "127.0.0.1", int(self.lb.base_url.port or 0)
+
+    def access_log_line(self, marker: str) -> str:
+        """The line of a worker's access log holding `marker` (written as the answer starts)."""
+
+        def find() -> str | None:
+            for daemon in self.workers.values():
+                lines = [line for line in daemon.output().splitlines() if marker in line]
+                if lines:
+                    return lines[-1]
+            return None
+
+        return self.wait(find, f"a worker's access log line with {marker}")
 
     def query(self, promql: str) -> list[dict[str, Any]]:
         assert self.prometheus is not None

@@ -110,15 +110,11 @@ async def test_leftover_servers_from_a_killed_run_are_replaced(own_dir: Path) ->
 
 
 def test_ensure_servers_leaves_external_urls_alone(tmp_path: Path) -> None:
-    pg_url = "postgres://u:secret@p:5432/db"
-    servers = ensure_servers(tmp_path, redis_url="redis://r:1/0", database_url=pg_url)
-    assert (servers.redis_url, servers.database_url, servers.embedded) == (
-        "redis://r:1/0",
-        pg_url,
-        [],
-    )
+    pg_url, redis_url = "postgres://u:secret@p:5432/db", "redis://:secret@r:1/0"
+    servers = ensure_servers(tmp_path, redis_url=redis_url, database_url=pg_url)
+    assert (servers.redis_url, servers.database_url, servers.embedded) == (redis_url, pg_url, [])
     assert servers.describe() == [
-        "redis: redis://r:1/0 (external)",
+        "redis: redis://:***@r:1/0 (external)",
         "postgres: postgres://u:***@p:5432/db (external)",
     ]
     servers.stop()

@@ -8,7 +8,10 @@ from ratesvc.settings import SettingsError, load_settings
 
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch):
-    for name in ("LOG_LEVEL", "SOURCES", "DATABASE_URL", "REDIS_URL", "FAILBACK_HOLD_DOWN_S"):
+    for name in (
+        *("LOG_LEVEL", "SOURCES", "DATABASE_URL", "REDIS_URL", "FAILBACK_HOLD_DOWN_S"),
+        *("FORWARDED_ALLOW_IPS", "API_ACCESS_LOG"),
+    ):
         monkeypatch.delenv(name, raising=False)
 
 
@@ -36,6 +39,10 @@ def test_env_file_is_read_and_environment_wins(tmp_path, monkeypatch):
         ("FAILBACK_HOLD_DOWN_S", "-1"),
         ("DATABASE_URL", "mysql://x@y/z"),
         ("REDIS_URL", "http://localhost"),
+        ("FORWARDED_ALLOW_IPS", "haproxy"),  # a name: uvicorn would never match it
+        ("FORWARDED_ALLOW_IPS", "10.0.0.1/24"),  # host bits set: uvicorn would ignore it
+        ("FORWARDED_ALLOW_IPS", "*,10.0.0.1"),
+        ("FORWARDED_ALLOW_IPS", "127.0.0.1,300.1.2.3"),
     ],
 )
 def test_a_bad_value_is_one_line_naming_the_variable(monkeypatch, name, value):
@@ -66,3 +73,18 @@ def test_cli_exits_2_with_the_one_line_message(monkeypatch, capsys):
     assert main(["--env-file", "/nonexistent", "migrate"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("ratesvc: invalid setting LOG_LEVEL:")
+
+
+@pytest.mark.parametrize(
+    ("value", "trusted"),
+    [
+        (None, ["127.0.0.1", "::1"]),  # the default: loopback only
+        ("10.89.53.0/24, 192.0.2.7,fd00::/8", ["10.89.53.0/24", "192.0.2.7", "fd00::/8"]),
+        ("*", ["*"]),
+        ("", []),  # no proxy is trusted
+    ],
+)
+def test_forwarded_allow_ips_takes_addresses_and_networks(monkeypatch, value, trusted):
+    if value is not None:
+        monkeypatch.setenv("FORWARDED_ALLOW_IPS", value)
+    assert load_settings(None).forwarded_allow_ips == trusted

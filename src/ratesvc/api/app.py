@@ -1,7 +1,8 @@
 """The FastAPI application: wiring of mirror, routes, error handlers and metrics.
 
-`create_app(settings)` builds the FastAPI app (the tests use it as is); workers serve it behind
-the /courses fast path, `with_fast_path(app)`: `app_from_env()` for `uvicorn --factory` worker
+`create_app(settings)` builds the FastAPI app (the tests use it as is); workers serve
+`worker_app(app)`: the request edge (X-Request-ID, access log) around the /courses fast path
+(`with_fast_path(app)`) around the app; `app_from_env()` builds that for `uvicorn --factory` worker
 processes (`ratesvc api --workers N`).
 """
 
@@ -18,6 +19,7 @@ from redis.asyncio import Redis
 from starlette_exporter import PrometheusMiddleware
 
 from ratesvc.api import courses, docs, health, problems, v1
+from ratesvc.api.access import RequestEdge
 from ratesvc.api.courses import CoursesEndpoint
 from ratesvc.api.fastpath import FastPath, RequestMetrics
 from ratesvc.api.mirror import HistoryLoader, RateMirror
@@ -25,7 +27,7 @@ from ratesvc.api.render import RenderCache
 from ratesvc.bus import RateBus
 from ratesvc.connections import redis_client
 from ratesvc.domain import RateTick, SourceStatus
-from ratesvc.settings import DEFAULT_ENV_FILE, Settings, load_settings
+from ratesvc.settings import DEFAULT_ENV_FILE, Settings, load_settings, reveal
 
 # Set by `ratesvc api --workers N` for the worker processes (see apiserver.py).
 ENV_FILE_VARIABLE = "RATESVC_ENV_FILE"
@@ -59,7 +61,7 @@ def history_loader(database_url: str) -> HistoryLoader:
 
 def build_mirror(settings: Settings, redis: Redis) -> RateMirror:
     """A RateMirror following `redis`, with the history loader when DATABASE_URL is set."""
-    url = settings.database_url.get_secret_value() if settings.database_url else None
+    url = reveal(settings.database_url)
     return RateMirror(
         RateBus(redis, maxlen=settings.stream_maxlen),
         preference=settings.exchanger_preference,
@@ -81,9 +83,10 @@ def create_app(
     owned_redis: Redis | None = None
     if mirror is None:
         if redis is None:
-            if settings.redis_url is None:
+            url = reveal(settings.redis_url)
+            if url is None:
                 raise ValueError("REDIS_URL must be set for the API")
-            redis = owned_redis = redis_client(settings.redis_url)
+            redis = owned_redis = redis_client(url)
         mirror = build_mirror(settings, redis)
     running = mirror
 
@@ -134,13 +137,19 @@ def create_app(
 
 
 def with_fast_path(app: FastAPI) -> FastPath:
-    """`app` behind the pure-ASGI fast path of GET /courses and /v1/courses: what workers serve."""
+    """`app` behind the pure-ASGI fast path of GET /courses and /v1/courses."""
     # The series of the PrometheusMiddleware in create_app (same app_name and prefix).
     metrics = RequestMetrics(app_name="ratesvc", prefix="ratesvc_http")
     return FastPath(app, endpoint=app.state.courses, metrics=metrics)
 
 
-def app_from_env() -> FastPath:
+def worker_app(app: FastAPI) -> RequestEdge:
+    """What an API worker serves: the request edge, then the fast path, then `app`."""
+    settings: Settings = app.state.settings
+    return RequestEdge(with_fast_path(app), access_log=settings.api_access_log)
+
+
+def app_from_env() -> RequestEdge:
     """`uvicorn --factory` entry: settings from the environment and RATESVC_ENV_FILE (or .env)."""
     # pylint: disable=import-outside-toplevel
     from ratesvc.logs import configure_logging
@@ -148,4 +157,4 @@ def app_from_env() -> FastPath:
     raw = os.environ.get(ENV_FILE_VARIABLE)
     settings = load_settings(Path(raw) if raw else DEFAULT_ENV_FILE)
     configure_logging(settings.log_level, role="api")
-    return with_fast_path(create_app(settings))
+    return worker_app(create_app(settings))

@@ -19,6 +19,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from ratesvc.api.access import SCOPE_KEY as REQUEST_ID_SCOPE_KEY
+from ratesvc.api.access import printable
+
 PROBLEM_JSON = "application/problem+json"
 # Relative references (RFC 9457 §3.1.1): resolved against the request URI; documented in README.
 PROBLEM_BASE = "/problems/"
@@ -191,7 +194,11 @@ class CatchAllMiddleware:
         try:
             await self.app(scope, receive, tracking_send)
         except Exception:  # pylint: disable=broad-exception-caught
-            logger.exception("unhandled error on {path}", path=scope.get("path", ""))
+            logger.exception(
+                "unhandled error on {path} (request_id={request_id})",
+                path=printable(scope.get("path", "")),  # decoded: may hold a line break
+                request_id=scope.get(REQUEST_ID_SCOPE_KEY, "-"),
+            )
             if started:
                 raise
             problem = Problem(INTERNAL_ERROR, "an unexpected error occurred; it was logged")

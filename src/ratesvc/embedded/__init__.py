@@ -13,12 +13,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 from ratesvc.embedded.pg_layout import PG_SYSTEM_USER, SHARED_DIR, postgres_bin_dir
 from ratesvc.embedded.postgres_server import EmbeddedPostgres
 from ratesvc.embedded.process import LOCALHOST, EmbeddedServerError, free_port, pid_alive
 from ratesvc.embedded.redis_server import EmbeddedRedis, redis_server_path
+from ratesvc.redact import redact_url
 
 __all__ = [
     "LOCALHOST",
@@ -36,14 +36,6 @@ __all__ = [
 ]
 
 
-def _redact(url: str) -> str:
-    """`url` without its password, fit for logs."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    return urlunsplit(parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@")))
-
-
 @dataclass
 class Servers:
     """Where Redis and Postgres listen, plus the embedded servers this process owns (if any)."""
@@ -53,18 +45,25 @@ class Servers:
     embedded: list[EmbeddedRedis | EmbeddedPostgres] = field(default_factory=list)
 
     def describe(self) -> list[str]:
-        """One human line per server, for `ratesvc run` to print."""
+        """One human line per server, for `ratesvc run` to print (passwords masked)."""
         owned = {server.url: server for server in self.embedded}
 
         def line(kind: str, url: str) -> str:
             server = owned.get(url)
             if isinstance(server, EmbeddedRedis):
-                return f"{kind}: {url} (embedded, data in {server.dir})"
+                return f"{kind}: {redact_url(url)} (embedded, data in {server.dir})"
             if isinstance(server, EmbeddedPostgres):
-                return f"{kind}: {url} (embedded, data in {server.pgdata})"
-            return f"{kind}: {_redact(url)} (external)"
+                return f"{kind}: {redact_url(url)} (embedded, data in {server.pgdata})"
+            return f"{kind}: {redact_url(url)} (external)"
 
         return [line("redis", self.redis_url), line("postgres", self.database_url)]
+
+    def __repr__(self) -> str:
+        # the URLs may hold passwords: a repr ends up in logs and tracebacks
+        return (
+            f"Servers(redis_url={redact_url(self.redis_url)!r}, "
+            f"database_url={redact_url(self.database_url)!r}, embedded={self.embedded!r})"
+        )
 
     def stop(self) -> None:
         """Stop the embedded servers, newest first. Idempotent; external servers are left alone."""

@@ -38,7 +38,7 @@ from ratesvc.domain import (
     is_fresh,
     now_ms,
 )
-from ratesvc.settings import Settings
+from ratesvc.settings import Settings, reveal
 from ratesvc.sources.base import Source
 from ratesvc.sources.supervise import Backoff, supervise
 from ratesvc.workers.lease import Leadership, default_holder
@@ -270,7 +270,11 @@ async def run_collector(
     if not sources:
         raise ValueError("the collector needs at least one enabled source (SOURCES)")
     owned = redis is None
-    redis = redis or await connect_redis(str(settings.redis_url))
+    if redis is None:
+        url = reveal(settings.redis_url)
+        if url is None:
+            raise ValueError("the collector needs REDIS_URL")
+        redis = await connect_redis(url)
     bus = RateBus(redis, maxlen=settings.stream_maxlen)
     ledger = CallLedger(redis)  # budgets are per account: every collector counts into one ledger
     for source in sources:

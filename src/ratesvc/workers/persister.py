@@ -27,7 +27,7 @@ from ratesvc.metrics import (
     STREAM_LENGTH,
     STREAM_PENDING,
 )
-from ratesvc.settings import Settings
+from ratesvc.settings import Settings, reveal
 from ratesvc.store.db import DB_ERRORS, open_db
 from ratesvc.store.repository import RateRepository
 from ratesvc.workers.persister_batch import Batch, commit, dead_letter, sort_entries
@@ -56,15 +56,16 @@ async def run_persister(
     `redis` (decode_responses=True) defaults to a client for REDIS_URL, closed on exit; the
     consumer name defaults to ``<hostname>-<pid>``.
     """
-    if settings.database_url is None:
+    database_url, redis_url = reveal(settings.database_url), reveal(settings.redis_url)
+    if database_url is None:
         raise ValueError("the persister needs DATABASE_URL")
     own_redis = redis is None
     if redis is None:
-        if settings.redis_url is None:
+        if redis_url is None:
             raise ValueError("the persister needs REDIS_URL")
-        redis = await connect_redis(settings.redis_url)
+        redis = await connect_redis(redis_url)
     try:
-        async with open_db(settings.database_url.get_secret_value()) as db:
+        async with open_db(database_url) as db:
             bus = RateBus(redis, maxlen=settings.stream_maxlen)
             persister = Persister(
                 bus,
