@@ -135,6 +135,11 @@ class RateTick:
         return min(leg.ts_ms + leg.max_age_ms for leg in self.legs) + 1
 
     @property
+    def oldest_leg_ms(self) -> int:
+        """Its oldest leg's time: what the value is "as of" (a cross is as old as its FX leg)."""
+        return min((leg.ts_ms for leg in self.legs), default=self.ts_ms)
+
+    @property
     def key(self) -> str:
         """Key of the latest-value table: ``exchanger:direction``."""
         return f"{self.exchanger}:{self.direction}"

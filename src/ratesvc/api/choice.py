@@ -18,7 +18,7 @@ mirrors them):
 - Default choice: the first exchanger in preference order that is fresh and held; if none is held,
   the fresh exchanger that has been fresh the longest (ties: preference order). So failover is
   immediate, failback waits for the hold-down, and a flickering preferred exchanger never serves.
-- Nothing fresh: the exchanger with every requested direction whose oldest value is newest (ties:
+- Nothing fresh: the exchanger with every requested direction whose oldest leg is newest (ties:
   preference order), marked stale; no such exchanger: nothing to serve (503).
 """
 
@@ -29,9 +29,19 @@ from dataclasses import dataclass
 
 from ratesvc.domain import RateTick, SourceStatus, is_blocked, is_fresh, own_leg_ms
 
-__all__ = ["Decision", "FreshnessBook", "Key", "decide", "is_blocked", "is_fresh", "own_leg_ms"]
+__all__ = [
+    "NEVER_MS",
+    "Decision",
+    "FreshnessBook",
+    "Key",
+    "decide",
+    "is_blocked",
+    "is_fresh",
+    "own_leg_ms",
+]
 
 Key = tuple[str, str]  # (exchanger, direction)
+NEVER_MS = 2**62  # "no change due by time alone"
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,17 +59,22 @@ class Decision:
 
     @property
     def as_of_ms(self) -> int:
-        """Timestamp of the oldest served value (0 when nothing is served)."""
-        return min((t.ts_ms for t in self.ticks), default=0)
+        """The oldest leg of the served values (0 when nothing is served)."""
+        return min((t.oldest_leg_ms for t in self.ticks), default=0)
 
 
 class FreshnessBook:
-    """Which values are fresh and held, re-evaluated by the caller at chosen moments."""
+    """Which values are fresh and held, re-evaluated by the caller at chosen moments.
+
+    `changes_at_ms` is the first instant after the last evaluation at which a new one could give
+    another answer (a fresh value's leg ages out, a hold-down ends): until then the last one holds.
+    """
 
     def __init__(self, *, hold_down_ms: int) -> None:
         self.hold_down_ms = hold_down_ms
         self.fresh_since: dict[Key, int] = {}
         self.held: frozenset[Key] = frozenset()
+        self.changes_at_ms = 0
 
     def evaluate(
         self,
@@ -83,6 +98,9 @@ class FreshnessBook:
         self.held = frozenset(
             k for k, since in self.fresh_since.items() if now_ms - since >= self.hold_down_ms
         )
+        ends = [ticks[key].stale_at_ms() for key in self.fresh_since]
+        ends += [s + self.hold_down_ms for k, s in self.fresh_since.items() if k not in self.held]
+        self.changes_at_ms = min(ends, default=NEVER_MS)
         return before != (self.fresh_since, self.held)
 
     def since(self, exchanger: str, directions: Sequence[str]) -> int | None:

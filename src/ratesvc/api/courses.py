@@ -18,8 +18,8 @@ from ratesvc.api import problems
 from ratesvc.api.etag import none_match
 from ratesvc.api.openapi import courses_parameters, courses_responses
 from ratesvc.api.problems import Problem, problem_response
-from ratesvc.api.query import QueryParser, negotiate
-from ratesvc.api.render import RETRY_AFTER_S, PreparedResponse, RenderCache
+from ratesvc.api.query import QueryParser, Selection, negotiate
+from ratesvc.api.render import RETRY_AFTER_S, Prepared, PreparedResponse, RenderCache
 
 _VARY = {"Vary": "Accept-Version"}
 
@@ -29,7 +29,7 @@ class CoursesEndpoint:
 
     Args:
         caches: API version ("1") -> its RenderCache.
-        clock: wall-clock milliseconds, for the age header of stale answers.
+        clock: wall-clock milliseconds: staleness is judged and ages counted at answer time.
     """
 
     def __init__(self, caches: Mapping[str, RenderCache], *, clock: Callable[[], int]) -> None:
@@ -58,7 +58,8 @@ class CoursesEndpoint:
         selection = self.parse(scope["query_string"])
         if isinstance(selection, Problem):
             return self._problem(selection, scope["path"], version, unversioned)
-        prepared = self.caches[version].get(selection)
+        now = self.clock()
+        prepared = self._prepared(version, selection, now)
         if prepared.status != 200:
             missing = ", ".join(prepared.missing) or "the requested directions together"
             problem = Problem(
@@ -75,9 +76,14 @@ class CoursesEndpoint:
             headers = prepared.full[unversioned]
             status, body = 200, prepared.body
         if prepared.stale:
-            age_s = max(0, self.clock() - prepared.as_of_ms) // 1000
+            age_s = max(0, now - prepared.as_of_ms) // 1000
             return PreparedResponse(status, body, [*headers, (b"x-rates-age", b"%d" % age_s)])
         return PreparedResponse(status, body, list(headers))
+
+    def _prepared(self, version: str, selection: Selection, now: int) -> Prepared:
+        cache = self.caches[version]
+        cache.mirror.catch_up(now)  # staleness judged now, not at the last timer tick
+        return cache.get(selection)
 
     @staticmethod
     def _problem(problem: Problem, path: str, version: str, unversioned: bool) -> Response:

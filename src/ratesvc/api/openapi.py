@@ -89,7 +89,9 @@ RATE_HEADERS: dict[str, Any] = {
     "Cache-Control": _header("no-cache: revalidate with If-None-Match"),
     "API-Version": _header("The API version that served the response"),
     "X-Rates-Stale": _header("true when the values are not fresh (body unchanged in shape)"),
-    "X-Rates-As-Of": _header("RFC 3339 time of the oldest value served"),
+    "X-Rates-As-Of": _header(
+        "RFC 3339 time of the oldest leg of the values served (a cross is as old as its FX leg)"
+    ),
     "X-Rates-Age": _header("Only when stale: seconds since X-Rates-As-Of"),
 }
 

@@ -18,9 +18,9 @@ from ratesvc.domain import DIRECTION_INDEX, DIRECTIONS, EXCHANGERS, RateTick, So
 
 
 def _tick_order(tick: RateTick) -> tuple[int, int]:
-    # ts_ms is the OLDEST leg: a cross (BTC-RUB) keeps the FX leg's ts_ms for minutes while its
-    # market leg moves, so the newest leg breaks ties between ticks of equal ts_ms.
-    return tick.ts_ms, max((leg.ts_ms for leg in tick.legs), default=tick.ts_ms)
+    # The newest leg first; between two ticks with the same newest leg (a cross whose market leg
+    # did not move), the one with the newer other leg (its FX leg) wins.
+    return max((leg.ts_ms for leg in tick.legs), default=tick.ts_ms), tick.oldest_leg_ms
 
 
 class Snapshot:
@@ -51,6 +51,7 @@ class Snapshot:
         self.loaded = False
         self.following = False
         self._lost_at_ms: int | None = None  # when following stopped (None while following)
+        self.changes_at_ms = 0  # the first instant time alone may change an answer (evaluate)
         self._serving: str | None = None
 
     @property
@@ -74,15 +75,28 @@ class Snapshot:
             self.evaluate(force=True)
         return changed
 
-    def evaluate(self, *, force: bool = False) -> bool:
+    def evaluate(self, *, force: bool = False, now: int | None = None) -> bool:
         """Re-evaluate time-based state; bump the version if it changed (or `force`)."""
-        now = self.clock()
-        blind = self._lost_at_ms is not None and now - self._lost_at_ms >= self.redis_stale_after_ms
+        now = self.clock() if now is None else now
+        blind_at = (self._lost_at_ms or 0) + self.redis_stale_after_ms
+        blind = self._lost_at_ms is not None and now >= blind_at
         changed = self.book.evaluate(self.ticks, self.statuses, now, blind=blind)
+        self.changes_at_ms = self.book.changes_at_ms
+        if self._lost_at_ms is not None and not blind:
+            self.changes_at_ms = min(self.changes_at_ms, blind_at)
         if changed or force:
             self._bump()
         self._export_ages(now)
         return changed or force
+
+    def catch_up(self, now: int) -> None:
+        """The answer path's check: re-evaluate if time alone may have changed an answer by `now`.
+
+        A comparison with a precomputed instant, no I/O: a value never reads fresh past the limit
+        of any of its legs, however busy the worker and whenever its evaluation timer last ran.
+        """
+        if now >= self.changes_at_ms:
+            self.evaluate(now=now)
 
     def decide(self, exchanger: str | None, directions: Sequence[str]) -> Decision:
         """What to serve for `directions` (in DIRECTIONS order); no I/O, no clock."""

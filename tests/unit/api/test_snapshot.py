@@ -12,12 +12,12 @@ from tests.unit.api.api_helpers import T0, FakeClock, status, tick
 
 
 def cross(btc_ms: int, fx_ms: int, value: str) -> RateTick:
-    """A binance BTC-RUB cross: its ts_ms is the older (FX) leg."""
+    """A binance BTC-RUB cross: its ts_ms is the newer leg (directions.derive)."""
     legs = (
         Leg("binance", "BTC/USDT", Decimal(60000), btc_ms, 30_000),
         Leg("coingecko", "USDT/RUB", Decimal(90), fx_ms, 900_000),
     )
-    return RateTick("binance", "BTC-RUB", Decimal(value), min(btc_ms, fx_ms), legs)
+    return RateTick("binance", "BTC-RUB", Decimal(value), max(btc_ms, fx_ms), legs)
 
 
 def test_newer_wins_and_every_change_bumps_the_version(clock: FakeClock) -> None:
