@@ -5,7 +5,7 @@ published when it changes (at most once per PUBLISH_MIN_INTERVAL_MS per directio
 always following) and re-confirmed every REFRESH_INTERVAL_S while its legs keep advancing.
 
 Hot standby: every collector supervises its sources and derives, but only the holder of the Redis
-lease (workers/lease.py) publishes, fenced by its term (bus.py). What happens to events on the way:
+lease (workers/lease.py) publishes, fenced by its term (bus/stream.py). What happens on the way:
 - standby (another process holds the lease): nothing is queued;
 - lease lost (renewal refused or impossible, fenced publish refused): publishing stops at once,
   events keep queuing (bounded);

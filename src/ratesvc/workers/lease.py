@@ -2,7 +2,7 @@
 
 The holder renews every lease_ms/3 and trusts its lease locally only until LOCAL_VALIDITY of the
 lease time has passed since the last successful renewal was SENT (so it stops before Redis expires
-the key); the fenced publish in bus.py is what guarantees it, this only stops pointless attempts.
+the key); the fenced publish (bus/stream.py) guarantees it, this only stops pointless attempts.
 A standby retries the acquisition when the holder's lease is due to expire. Knows no key names.
 """
 

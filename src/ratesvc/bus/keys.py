@@ -1,0 +1,12 @@
+"""Every Redis key and stream field name ratesvc uses: the one place that knows them."""
+
+STREAM = "ratesvc:ticks"
+DEAD_LETTER = "ratesvc:ticks:dead"
+LATEST = "ratesvc:latest"  # hash: "exchanger:direction" -> tick fields as JSON
+STATUS = "ratesvc:status"  # hash: source -> status fields as JSON
+GROUP = "persister"
+LEASE = "ratesvc:collector:lease"  # string "<holder>:<term>" with a PX expiry: the publisher
+LEASE_TERM = "ratesvc:collector:term"  # counter: INCR on every acquisition = the fencing term
+CALLS = "ratesvc:calls:"  # + "<source>:<YYYY-MM>": budgeted API calls made by every collector
+CALLS_TTL_S = 40 * 24 * 3600  # a month's counter outlives its month, then goes
+TERM_FIELD = "term"  # stream field: the lease term a fenced publish was made under
