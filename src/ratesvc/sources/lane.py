@@ -109,9 +109,11 @@ class Lane:
             return await self._failed("stale", f"no quote for {self.source.stale_after_s:g}s")
         except RateLimited as err:
             delay_s = max(err.retry_after_s or 0.0, self.backoff.next_delay())
-            return await self._failed("rate_limited", f"rate limited: {err}", delay_s, err)
+            return await self._failed(
+                err.kind, f"{err.kind.replace('_', ' ')}: {err}", delay_s, err
+            )
         except SourceError as err:
-            return await self._failed("source", str(err) or type(err).__name__, error=err)
+            return await self._failed(err.kind, str(err) or type(err).__name__, error=err)
         except CONNECTION_ERRORS as err:
             return await self._failed("connection", f"{type(err).__name__}: {err}", error=err)
         except Exception as err:  # pylint: disable=broad-exception-caught
