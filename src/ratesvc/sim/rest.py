@@ -35,23 +35,31 @@ def record_call(state: MarketState, target: str, request: Request, status: int) 
 
 
 async def rest_fault(
-    state: MarketState, target: str, *, too_many: Any, down: Any
+    state: MarketState,
+    target: str,
+    *,
+    too_many: Any,
+    down: Any,
+    headers: dict[str, str] | None = None,
 ) -> Response | None:
     """Apply the target's active slow/429/5xx faults; a response means "send this instead".
 
     Args:
         too_many: body of the 429 answer, in the venue's own error shape.
         down: body of the 5xx answer.
+        headers: sent with either answer too (Binance's used weight is on every response).
     """
+    headers = headers or {}
     slow = state.faults.take(target, "slow")
     if slow is not None:
         await asyncio.sleep(float(slow.params["delay_s"]))
     limited = state.faults.take(target, "429")
     if limited is not None:
         retry_after = limited.params.get("retry_after_s")
-        headers = {} if retry_after is None else {"Retry-After": str(int(retry_after))}
+        if retry_after is not None:
+            headers = {**headers, "Retry-After": str(int(retry_after))}
         return json_response(too_many, int(limited.params["status"]), headers)
     broken = state.faults.take(target, "5xx")
     if broken is not None:
-        return json_response(down, int(broken.params["status"]))
+        return json_response(down, int(broken.params["status"]), headers)
     return None
