@@ -149,9 +149,9 @@ class Source(ABC):
         self.gate.check()
 
     async def _after_response(self, response: httpx.Response) -> None:
-        if response.status_code >= 400:
-            await response.aread()
-        self.answered(response.status_code, response.headers, response.content)
+        # hooks run before the body is read: read it only for an error answer
+        body = await response.aread() if response.status_code >= 400 else b""
+        self.answered(response.status_code, response.headers, body)
 
     def fallback(self) -> Source | None:
         """A second transport for this venue that supervise() runs while this one fails.
