@@ -14,9 +14,10 @@ answers with the new state (as ``GET /_sim/state``) or ``400 {"error": "..."}``.
     ``binance_rest_refused``/``coingecko_refused`` (aborted connections),
     ``binance_requests_while_banned`` (REST calls and handshakes answered 418 by a ban) and
     ``faults_<target>_<kind>``.
-``GET /_sim/calls?target=coingecko|binance_rest``
-    The last 1000 calls of that REST server: ``ts_ms``, ``path``, ``query``, ``headers`` (lower
-    case names, e.g. ``x-cg-demo-api-key``), ``status``.
+``GET /_sim/calls?target=coingecko|binance_rest|binance_ws``
+    The last 1000 calls of that REST server (or websocket handshakes): ``ts_ms``, ``path``,
+    ``query``, ``headers`` (lower case names, e.g. ``x-cg-demo-api-key``), ``status`` (101 for
+    an accepted handshake).
 ``POST /_sim/prices``
     ``{"binance": {"BTCUSDT": "70000"}, "binance_status": {"ETHUSDT": "HALT"},
     "coingecko": {"bitcoin": {"usd": 70000, "rub": 6700000}}, "assets": {"BTC": "71000"}}``;
@@ -75,7 +76,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from ratesvc.sim.faults import BINANCE_REST, COINGECKO, FAULT_KINDS, parse_fault
+from ratesvc.sim.faults import BINANCE_REST, BINANCE_WS, COINGECKO, FAULT_KINDS, parse_fault
 from ratesvc.sim.rest import json_response
 from ratesvc.sim.state import ASSETS, SUPPORTED_VS, SYMBOL_STATUSES, MarketState
 
@@ -163,8 +164,8 @@ async def _state(_state_: MarketState, _request: Request) -> None:
 
 async def _calls(state: MarketState, request: Request) -> Any:
     target = request.query_params.get("target", COINGECKO)
-    if target not in (COINGECKO, BINANCE_REST):
-        raise ValueError(f"target must be {COINGECKO} or {BINANCE_REST}")
+    if target not in (COINGECKO, BINANCE_REST, BINANCE_WS):
+        raise ValueError(f"target must be {COINGECKO}, {BINANCE_REST} or {BINANCE_WS}")
     return [vars(c) for c in state.call_log(target)]
 
 

@@ -8,7 +8,7 @@ import asyncio
 from typing import Any
 
 import orjson
-from starlette.requests import Request
+from starlette.requests import HTTPConnection
 from starlette.responses import Response
 
 from ratesvc.sim.state import CallRecord, MarketState, now_ms
@@ -19,8 +19,8 @@ def json_response(body: Any, status: int = 200, headers: dict[str, str] | None =
     return Response(orjson.dumps(body), status, headers=headers, media_type="application/json")
 
 
-def record_call(state: MarketState, target: str, request: Request, status: int) -> None:
-    """Count one call of `target` and keep its path, query and headers for the tests."""
+def record_call(state: MarketState, target: str, request: HTTPConnection, status: int) -> None:
+    """Count one call of `target` (a request or a handshake) and keep its path, query, headers."""
     state.counters[f"{target}_calls"] += 1
     state.counters[f"{target}_status_{status}"] += 1
     state.call_log(target).append(

@@ -19,6 +19,7 @@ from ratesvc.sim.commands import handle_command
 from ratesvc.sim.faults import BINANCE_WS
 from ratesvc.sim.hub import BinanceHub
 from ratesvc.sim.payloads import Payload, server_shutdown
+from ratesvc.sim.rest import record_call
 from ratesvc.sim.state import MarketState
 from ratesvc.sim.wsproto import CONTROL_FRAMES
 
@@ -208,23 +209,29 @@ def _denial(status: int, msg: str, retry_after_s: float | None = None) -> Respon
     return Response(body, status, headers=headers, media_type="application/json")
 
 
+def _denial_for(state: MarketState, streams: list[str]) -> Response | None:
+    """The HTTP answer refusing this handshake, or None to accept it."""
+    blocked = ip_block(state)  # a ban, a restricted location or a firewall: as for REST calls
+    if blocked is not None:
+        return blocked
+    refuse = state.faults.take(BINANCE_WS, "refuse")
+    if refuse is not None:
+        status, retry_after_s = int(refuse.params["status"]), refuse.params["retry_after_s"]
+        return _denial(status, "sim: refused", retry_after_s)
+    if len(streams) > state.options.max_streams:
+        return _denial(400, f"at most {state.options.max_streams} streams")
+    return None
+
+
 async def _serve(ws: WebSocket, streams: list[str], *, combined: bool) -> None:
     hub: BinanceHub = ws.app.state.hub
     state = hub.state
     state.counters["binance_ws_attempts"] += 1
-    blocked = ip_block(state)  # a ban, a restricted location or a firewall: as for REST calls
-    if blocked is not None:
+    denial = _denial_for(state, streams)
+    record_call(state, BINANCE_WS, ws, 101 if denial is None else denial.status_code)
+    if denial is not None:
         state.counters["binance_ws_refused"] += 1
-        await ws.send_denial_response(blocked)
-        return
-    refuse = state.faults.take(BINANCE_WS, "refuse")
-    if refuse is not None:
-        state.counters["binance_ws_refused"] += 1
-        status, retry_after_s = int(refuse.params["status"]), refuse.params["retry_after_s"]
-        await ws.send_denial_response(_denial(status, "sim: refused", retry_after_s))
-        return
-    if len(streams) > state.options.max_streams:
-        await ws.send_denial_response(_denial(400, f"at most {state.options.max_streams} streams"))
+        await ws.send_denial_response(denial)
         return
     await ws.accept()
     if state.faults.take(BINANCE_WS, "accept_and_drop") is not None:
