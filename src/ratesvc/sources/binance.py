@@ -15,7 +15,7 @@ the websocket, probed with the normal backoff, delivers again. Trimmed sample fr
 
 | variable | default | meaning |
 |---|---|---|
-| BINANCE_WS_URL | wss://stream.binance.com:9443 | websocket base URL |
+| BINANCE_WS_URL | wss://stream.binance.com:9443 | websocket base URL (see HTTP 451 below) |
 | BINANCE_REST_URL | https://api.binance.com | REST base URL (exchangeInfo, REST fallback) |
 | BINANCE_STREAM | bookTicker | bookTicker (bid/ask mid), miniTicker, ticker, trade, aggTrade |
 | BINANCE_USDC_CORRECTION | false | also stream USDCUSDT when it is TRADING |
@@ -31,7 +31,10 @@ the websocket, probed with the normal backoff, delivers again. Trimmed sample fr
 | BINANCE_REST_POLL_INTERVAL_S | 1 | REST fallback cadence (bookTicker, weight 4 per call) |
 | BINANCE_REST_WEIGHT_FRACTION | 0.5 | share of the IP's weight/min limit (6000) REST may use |
 
-None of these is secret.
+None of these is secret. Where Binance refuses the location (HTTP 451), its market-data-only hosts
+serve the same prices: BINANCE_WS_URL=wss://data-stream.binance.vision and
+BINANCE_REST_URL=https://data-api.binance.vision. Bans (418), Retry-After (429), refusals and
+firewall pages hold both transports at once (sources/gate.py).
 """
 
 from __future__ import annotations
