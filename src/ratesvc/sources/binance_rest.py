@@ -30,7 +30,7 @@ import orjson
 
 from ratesvc.domain import Quote, Transport
 from ratesvc.errors import Banned, ParseError, Restricted, SourceError
-from ratesvc.sources.base import RESTRICTED_HOLD_S, classify_answer, retry_after_s
+from ratesvc.sources.answers import RESTRICTED_HOLD_S, classify_answer, retry_after_s
 from ratesvc.sources.gate import Gate
 from ratesvc.sources.poll import Clock, PollSource, Sleep
 

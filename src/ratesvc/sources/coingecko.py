@@ -50,7 +50,7 @@ from ratesvc.domain import Quote, Transport
 from ratesvc.errors import Misconfigured, ParseError, SourceError
 from ratesvc.metrics import COINGECKO_BUDGET_REMAINING, COINGECKO_CALLS, COINGECKO_POLL_INTERVAL
 from ratesvc.sources import register
-from ratesvc.sources.base import classify_answer, describe_body
+from ratesvc.sources.answers import classify_answer, describe_body
 from ratesvc.sources.budget import BudgetLimits, CallBudget, CallLedger
 from ratesvc.sources.gate import Gate
 from ratesvc.sources.poll import Clock, PollSource, Sleep

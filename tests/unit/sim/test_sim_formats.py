@@ -21,7 +21,8 @@ from websockets.exceptions import InvalidStatus
 from ratesvc.errors import Banned, ParseError, SourceError
 from ratesvc.sim import SimHandle
 from ratesvc.sim.testing import SimControl, recv_until
-from ratesvc.sources.base import RotateRequested, is_html
+from ratesvc.sources.answers import is_html
+from ratesvc.sources.base import RotateRequested
 from ratesvc.sources.binance import BinanceOptions, BinanceSource
 from ratesvc.sources.binance_rest import binance_error
 from ratesvc.sources.coingecko import CoinGeckoOptions, CoinGeckoSource
