@@ -107,15 +107,8 @@ class Lane:
             return None
         except _Stale:
             return await self._failed("stale", f"no quote for {self.source.stale_after_s:g}s")
-        except Held as err:
-            return self._held(err)
-        except RateLimited as err:
-            delay_s = max(err.retry_after_s or 0.0, self.backoff.next_delay())
-            return await self._failed(
-                err.kind, f"{err.kind.replace('_', ' ')}: {err}", delay_s, err
-            )
         except SourceError as err:
-            return await self._failed(err.kind, str(err) or type(err).__name__, error=err)
+            return await self._source_error(err)
         except CONNECTION_ERRORS as err:
             return await self._failed("connection", f"{type(err).__name__}: {err}", error=err)
         except Exception as err:  # pylint: disable=broad-exception-caught
@@ -123,6 +116,15 @@ class Lane:
             # feed for good; log the traceback, count it, back off and reconnect
             self.log.exception("unexpected error in source loop")
             return await self._failed("unexpected", f"{type(err).__name__}: {err}", error=err)
+
+    async def _source_error(self, err: SourceError) -> float | None:
+        if isinstance(err, Held):
+            return self._held(err)
+        if isinstance(err, RateLimited):
+            delay_s = max(err.retry_after_s or 0.0, self.backoff.next_delay())
+            reason = f"{err.kind.replace('_', ' ')}: {err}"
+            return await self._failed(err.kind, reason, delay_s, err)
+        return await self._failed(err.kind, str(err) or type(err).__name__, error=err)
 
     def _held(self, err: Held) -> float | None:
         """Nothing was sent (the venue's gate is closed): no new failure, wait until it opens."""
