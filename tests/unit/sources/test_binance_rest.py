@@ -12,7 +12,7 @@ from websockets.exceptions import InvalidStatus
 from websockets.http11 import Response as WsResponse
 
 from ratesvc.domain import Transport
-from ratesvc.errors import ParseError
+from ratesvc.errors import Banned, ParseError, Unavailable
 from ratesvc.sources.backoff import Backoff
 from ratesvc.sources.binance import BinanceOptions, BinanceSource
 from ratesvc.sources.binance_rest import BinanceRestPoller
@@ -199,6 +199,11 @@ def test_refused_or_timed_out_handshakes_switch_at_once() -> None:
     source = BinanceSource(BinanceOptions(_env_file=None))
     denied = InvalidStatus(WsResponse(503, "Service Unavailable", Headers()))
     assert source.refused(denied)
+    # _open() raises the venue's error for a denied handshake, caused by the InvalidStatus
+    banned = Banned("HTTP 418", status=418)
+    banned.__cause__ = denied
+    assert source.refused(banned)
+    assert not source.refused(Unavailable("exchangeInfo: HTTP 503", status=503))  # not a handshake
     assert source.refused(ConnectionRefusedError()) and source.refused(TimeoutError())
     assert not source.refused(OSError("reset")) and not source.refused(ParseError("x"))
     assert source.fallback_after_failures == 2
