@@ -29,6 +29,11 @@ SOURCE_SKIPPED_FRAMES = Counter(
 SOURCE_STALE = Counter(
     "ratesvc_source_stale_total", "Watchdog firings: no data within the limit", ["source"]
 )
+SOURCE_BANNED_UNTIL = Gauge(
+    "ratesvc_source_banned_until_timestamp_seconds",
+    "End of the venue's IP ban (epoch s): no request goes to it before; 0 once it answers again",
+    ["source"],
+)
 TICKS_PUBLISHED = Counter(
     "ratesvc_ticks_published_total", "Direction values published to the stream", ["exchanger"]
 )

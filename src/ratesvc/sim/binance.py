@@ -1,7 +1,8 @@
 """Simulated Binance Spot port: REST market data (ping, time, exchangeInfo, ticker/price,
 ticker/bookTicker), the websocket streams (`/ws`, `/ws/<streams>`, `/stream?streams=`) and the
 control API under `/_sim`. Request weights and error codes follow the Binance Spot REST docs;
-the 6000-per-minute weight limit is enforced (429 with Retry-After until the next clock minute).
+the 6000-per-minute weight limit is enforced (429 with Retry-After until the next clock minute);
+error answers are built in sim/binance_errors.py.
 """
 
 from __future__ import annotations
@@ -15,6 +16,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Mount, Route, WebSocketRoute
 
+from ratesvc.sim.binance_errors import (
+    INTERNAL_ERROR,
+    ip_block,
+    too_many_requests,
+    weight_headers,
+)
 from ratesvc.sim.control import control_routes
 from ratesvc.sim.faults import BINANCE_REST
 from ratesvc.sim.hub import BinanceHub
@@ -30,12 +37,6 @@ RATE_LIMITS = [
     {"rateLimitType": "ORDERS", "interval": "DAY", "intervalNum": 1, "limit": 200000},
     {"rateLimitType": "RAW_REQUESTS", "interval": "MINUTE", "intervalNum": 5, "limit": 61000},
 ]
-TOO_MUCH_WEIGHT = {
-    "code": -1003,
-    "msg": "Too much request weight used; current limit is 6000 request weight per 1 MINUTE. "
-    "Please use WebSocket Streams for live updates to avoid polling the API.",
-}
-INTERNAL_ERROR = {"code": -1001, "msg": "Internal error; unable to process your request."}
 
 
 class ApiError(Exception):
@@ -74,7 +75,7 @@ def _filter_status(request: Request, entries: list[BinanceSymbol], single: bool)
     if wanted is None:
         return entries
     if wanted not in SYMBOL_STATUSES:
-        raise ApiError(400, -1100, "Illegal characters found in parameter 'symbolStatus'.")
+        raise ApiError(400, -1122, "Invalid symbolStatus.")
     if single and entries[0].status != wanted:
         raise ApiError(400, -1220, "The symbol's status does not match the requested symbolStatus.")
     return [e for e in entries if e.status == wanted]
@@ -90,6 +91,11 @@ def _ticker(render: Callable[[BinanceSymbol], dict[str, Any]]) -> Callable[..., 
 
 
 def _exchange_info(state: MarketState, request: Request) -> Any:
+    query = request.query_params
+    if "symbolStatus" in query and ("symbol" in query or "symbols" in query):
+        # the docs: symbolStatus "cannot be used in combination with symbols or symbol"; the
+        # code is a sim choice
+        raise ApiError(400, -1128, "Combination of optional parameters invalid.")
     entries, single = _select(state, request)
     entries = _filter_status(request, entries, single)
     return {
@@ -109,26 +115,26 @@ def _ticker_weight(request: Request) -> int:
 def _endpoint(weight: Callable[[Request], int], build: Callable[..., Any]) -> Callable[..., Any]:
     async def handle(request: Request) -> Response:
         state: MarketState = request.app.state.sim
-        response = await rest_fault(
-            state, BINANCE_REST, too_many=TOO_MUCH_WEIGHT, down=INTERNAL_ERROR
-        )
-        if response is None:
-            used = state.weight.use(weight(request))
-            headers = {"X-MBX-USED-WEIGHT-1M": str(used)}
-            if used > WEIGHT_LIMIT_1M:
-                retry_s = 60 - (now_ms() // 1000) % 60
-                response = json_response(
-                    TOO_MUCH_WEIGHT, 429, {**headers, "Retry-After": str(retry_s)}
-                )
-            else:
-                try:
-                    response = json_response(build(state, request), 200, headers)
-                except ApiError as exc:
-                    response = json_response(
-                        {"code": exc.code, "msg": exc.msg}, exc.status, headers
-                    )
+        response = ip_block(state) or await _answer(state, request)
         record_call(state, BINANCE_REST, request, response.status_code)
         return response
+
+    async def _answer(state: MarketState, request: Request) -> Response:
+        used = state.weight.use(weight(request))
+        headers = weight_headers(used)
+        too_many = too_many_requests(request.client.host if request.client else "127.0.0.1")
+        response = await rest_fault(
+            state, BINANCE_REST, too_many=too_many, down=INTERNAL_ERROR, headers=headers
+        )
+        if response is not None:
+            return response
+        if used > WEIGHT_LIMIT_1M:
+            retry_s = 60 - (now_ms() // 1000) % 60
+            return json_response(too_many, 429, {**headers, "Retry-After": str(retry_s)})
+        try:
+            return json_response(build(state, request), 200, headers)
+        except ApiError as exc:
+            return json_response({"code": exc.code, "msg": exc.msg}, exc.status, headers)
 
     return handle
 

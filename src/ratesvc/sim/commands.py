@@ -1,10 +1,13 @@
 """Binance websocket request protocol: SUBSCRIBE, UNSUBSCRIBE, LIST_SUBSCRIPTIONS, SET_PROPERTY and
 GET_PROPERTY with the documented replies and error objects. Pure: no I/O, no timers.
 
-Error replies follow the docs' table: ``{"code": N, "msg": "..."}``, and only code 0 carries ``id``.
-Sim choices where the docs are silent: a missing ``id`` is the code-2 "request ID" error, a
-SUBSCRIBE over the stream limit is a code-2 error that adds nothing, and unknown streams are
-acknowledged but never deliver data (as the real server does for unknown symbols).
+Error replies come wrapped as the live servers send them, ``{"error": {"code": N, "msg": "..."},
+"id": <the request's id>}``, with ``id`` left out when the request had none usable (not JSON, no
+valid id); the docs' table shows only the inner object (exchanges.md section G; fixtures
+tests/fixtures/binance/error_reply_*.json). Sim choices where the docs are silent: a missing
+``id`` is the code-2 "request ID" error, a SUBSCRIBE over the stream limit is a code-2 error that
+adds nothing, and unknown streams are acknowledged but never deliver data (as the real server does
+for unknown symbols).
 """
 
 from __future__ import annotations
@@ -90,7 +93,7 @@ def _property(conn: Subscriber, params: Any, req_id: Any, *, setting: bool) -> R
     if not params or not isinstance(params[0], str):
         return _invalid("property name must be a string")
     if params[0] != "combined":
-        return {"code": 0, "msg": "Unknown property", "id": req_id}
+        return _error(0, "Unknown property")
     if not setting:
         return {"result": conn.combined, "id": req_id}
     if len(params) < 2 or not isinstance(params[1], bool):
@@ -122,9 +125,17 @@ def handle_command(text: str | bytes, conn: Subscriber) -> Reply:
         request = json.loads(text)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         line, col = (exc.lineno, exc.colno) if isinstance(exc, json.JSONDecodeError) else (1, 1)
-        return _error(3, f"Invalid JSON: expected value at line {line} column {col}")
+        return {"error": _error(3, f"Invalid JSON: expected value at line {line} column {col}")}
     if not isinstance(request, dict):
-        return _invalid("expected a JSON object")
+        return {"error": _invalid("expected a JSON object")}
+    known_id = "id" in request and _valid_id(request["id"])
+    reply = _apply(request, conn, text)
+    if "code" not in reply:
+        return reply
+    return {"error": reply, "id": request["id"]} if known_id else {"error": reply}
+
+
+def _apply(request: dict[str, Any], conn: Subscriber, text: str | bytes) -> Reply:
     if "method" not in request:
         return _invalid(f"missing field `method` at line 1 column {len(text)}")
     method = request["method"]

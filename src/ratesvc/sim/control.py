@@ -8,25 +8,36 @@ answers with the new state (as ``GET /_sim/state``) or ``400 {"error": "..."}``.
     active faults per target, options, counters and the last 20 CoinGecko calls. Counters include
     ``binance_ws_open``, ``binance_ws_attempts`` (every handshake, refused ones too),
     ``binance_ws_accepted``, ``binance_ws_refused``, ``binance_ws_dropped_on_accept``,
-    ``binance_ws_frames_sent``, ``binance_ws_messages_received``, ``binance_ws_rate_limited``,
+    ``binance_ws_frames_sent``, ``binance_ws_messages_received``,
+    ``binance_ws_control_frames_received`` (client pings and pongs), ``binance_ws_rate_limited``,
     ``binance_rest_calls``, ``coingecko_calls``, ``<target>_status_<code>``,
-    ``binance_rest_refused``/``coingecko_refused`` (aborted connections) and
+    ``binance_rest_refused``/``coingecko_refused`` (aborted connections),
+    ``binance_requests_while_banned`` (REST calls and handshakes answered 418 by a ban) and
     ``faults_<target>_<kind>``.
-``GET /_sim/calls?target=coingecko|binance_rest``
-    The last 1000 calls of that REST server: ``ts_ms``, ``path``, ``query``, ``headers`` (lower
-    case names, e.g. ``x-cg-demo-api-key``), ``status``.
+``GET /_sim/calls?target=coingecko|binance_rest|binance_ws``
+    The last 1000 calls of that REST server (or websocket handshakes): ``ts_ms``, ``path``,
+    ``query``, ``headers`` (lower case names, e.g. ``x-cg-demo-api-key``), ``status`` (101 for
+    an accepted handshake).
 ``POST /_sim/prices``
     ``{"binance": {"BTCUSDT": "70000"}, "binance_status": {"ETHUSDT": "HALT"},
     "coingecko": {"bitcoin": {"usd": 70000, "rub": 6700000}}, "assets": {"BTC": "71000"}}``;
-    every key is optional. ``assets`` moves both exchanges coherently: ``<A>USDT`` on Binance and,
+    every key is optional; statuses are TRADING, END_OF_DAY, HALT, BREAK and CANCEL_ONLY (only
+    TRADING symbols stream). ``assets`` moves both exchanges coherently: ``<A>USDT`` on Binance and,
     on CoinGecko, ``usd``/``rub`` = price x tether's ``usd``/``rub``. A Binance change is pushed to
     subscribed websocket clients at once. The body is validated whole before anything changes.
 ``POST /_sim/fault``
     ``{"target": T, "kind": K, ...params}``; ``count`` limits a persistent fault to that many
     requests (or handshakes), default until cleared. Targets and kinds:
 
+    - ``binance`` (IP-level: REST calls and websocket handshakes alike, answered as the live API
+      does, see sim/binance_errors.py): ``ban`` {duration_s=120, retry_after=0, disconnect=1}
+      answers 418 with the ban's end (epoch ms) in the message until it ends, a Retry-After only
+      with retry_after=1, and closes open streams (1008) unless disconnect=0; ``restricted``
+      {count} answers 451 (restricted location); ``waf`` {count} answers a CloudFront 403 page.
+      Aliases: ``418``, ``451``, ``403``.
     - ``binance_ws``: ``disconnect`` {code=1001} closes every open connection now;
-      ``refuse`` {status=503, count} answers new handshakes with that HTTP status;
+      ``refuse`` {status=503, retry_after_s, count} answers new handshakes with that HTTP status
+      (and a Retry-After when given);
       ``stall`` silences data frames and request replies (ping/pong still flow);
       ``garbage`` {count=3} sends junk frames (broken JSON, unknown shapes, binary) now;
       ``shutdown`` {delay_s=1.0} sends ``serverShutdown`` (``!serverShutdown`` when combined),
@@ -34,15 +45,21 @@ answers with the new state (as ``GET /_sim/state``) or ``400 {"error": "..."}``.
       that age (older ones at once), until cleared; ``accept_and_drop`` {count} accepts the
       handshake, then closes with 1011.
     - ``binance_rest`` and ``coingecko``: ``429`` {status=429, retry_after_s (Binance 5,
-      CoinGecko none), count}; ``5xx`` {status=503, count}; ``slow`` {delay_s=1.0, count};
-      ``refuse`` {count} aborts the TCP connection of ``/api/...`` requests (no HTTP answer).
+      CoinGecko 60; null sends none), count}; ``5xx`` {status=503, count}; ``slow`` {delay_s=1.0,
+      count}; ``refuse`` {count} aborts the TCP connection of ``/api/...`` requests (no HTTP
+      answer). Binance answers carry the used-weight headers, errors included.
       Aliases: ``rest_429``, ``rest_down``/``down``/``503``, ``slowness``.
+    - ``coingecko`` also: ``wrong_root`` {code=10010 (pro key on the demo root) or 10011,
+      flat=0 (``{"status":{"error_code":..}}``) or 1 (``{"error_code":..,"status":{..}}``), count}
+      answers 400 with that error.
 ``POST /_sim/clear``
     ``{}`` clears every fault, ``{"target": T}`` only that target's (also ends a pending ``cut``).
 ``POST /_sim/options``
     Live knobs: ``book_interval_s`` (0.1), ``ticker_interval_s`` (1.0; miniTicker, ticker, trade,
-    aggTrade), 0 turns a cadence off; ``max_incoming_per_s`` (5), ``max_streams`` (1024, new
-    connections), ``max_outbox`` (10000), ``coingecko_cache_s`` (0; the real Demo plan caches 60).
+    aggTrade), 0 turns a cadence off; ``max_incoming_per_s`` (5; messages, pings and pongs all
+    count), ``max_streams`` (1024, new connections), ``max_outbox`` (10000),
+    ``coingecko_cache_s`` (0; the real Demo plan caches 60), ``coingecko_calls_per_minute`` (0 =
+    no limit; the real Demo plan: 100 per the current docs, 30 per older ones).
     ``ping_interval_s``/``ping_timeout_s`` are fixed when the server starts (SimOptions).
 ``POST /_sim/reset``
     Default prices, options and no faults; counters and call logs zeroed.
@@ -59,7 +76,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from ratesvc.sim.faults import BINANCE_REST, COINGECKO, FAULT_KINDS, parse_fault
+from ratesvc.sim.faults import BINANCE_REST, BINANCE_WS, COINGECKO, FAULT_KINDS, parse_fault
 from ratesvc.sim.rest import json_response
 from ratesvc.sim.state import ASSETS, SUPPORTED_VS, SYMBOL_STATUSES, MarketState
 
@@ -147,8 +164,8 @@ async def _state(_state_: MarketState, _request: Request) -> None:
 
 async def _calls(state: MarketState, request: Request) -> Any:
     target = request.query_params.get("target", COINGECKO)
-    if target not in (COINGECKO, BINANCE_REST):
-        raise ValueError(f"target must be {COINGECKO} or {BINANCE_REST}")
+    if target not in (COINGECKO, BINANCE_REST, BINANCE_WS):
+        raise ValueError(f"target must be {COINGECKO}, {BINANCE_REST} or {BINANCE_WS}")
     return [vars(c) for c in state.call_log(target)]
 
 

@@ -8,6 +8,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+BINANCE = "binance"  # the whole Binance port, as an IP-level block: REST calls and handshakes
 BINANCE_WS = "binance_ws"
 BINANCE_REST = "binance_rest"
 COINGECKO = "coingecko"
@@ -21,9 +22,15 @@ _REST_KINDS: dict[str, dict[str, Any]] = {
     "refuse": {"count": None},
 }
 FAULT_KINDS: dict[str, dict[str, dict[str, Any]]] = {
+    BINANCE: {
+        # retry_after, disconnect: 0 or 1 (send Retry-After; close open websockets at once)
+        "ban": {"duration_s": 120.0, "retry_after": 0, "disconnect": 1},
+        "restricted": {"count": None},
+        "waf": {"count": None},
+    },
     BINANCE_WS: {
         "disconnect": {"code": 1001},
-        "refuse": {"status": 503, "count": None},
+        "refuse": {"status": 503, "retry_after_s": None, "count": None},
         "stall": {},
         "garbage": {"count": 3},
         "shutdown": {"delay_s": 1.0},
@@ -31,11 +38,25 @@ FAULT_KINDS: dict[str, dict[str, dict[str, Any]]] = {
         "accept_and_drop": {"count": None},
     },
     BINANCE_REST: {**_REST_KINDS, "429": {"status": 429, "retry_after_s": 5, "count": None}},
-    COINGECKO: _REST_KINDS,
+    COINGECKO: {
+        **_REST_KINDS,
+        "429": {"status": 429, "retry_after_s": 60, "count": None},
+        # code 10010 (pro key on the demo root) or 10011; flat: 1 for the flat body shape
+        "wrong_root": {"code": 10010, "flat": 0, "count": None},
+    },
 }
 # Kinds that act once when posted and are not kept in the book.
 IMMEDIATE_KINDS = frozenset({"disconnect", "garbage", "shutdown"})
-ALIASES = {"rest_429": "429", "rest_down": "5xx", "down": "5xx", "503": "5xx", "slowness": "slow"}
+ALIASES = {
+    "rest_429": "429",
+    "rest_down": "5xx",
+    "down": "5xx",
+    "503": "5xx",
+    "slowness": "slow",
+    "418": "ban",
+    "451": "restricted",
+    "403": "waf",
+}
 
 
 @dataclass
@@ -47,10 +68,15 @@ class Fault:
     params: dict[str, Any] = field(default_factory=dict)
     remaining: int | None = None
     set_at: float = field(default_factory=time.monotonic)
+    expires_at: float | None = None  # monotonic end of a timed fault (a ban)
 
     def to_json(self) -> dict[str, Any]:
         """Plain dict for the control API."""
         return {"kind": self.kind, **self.params, "remaining": self.remaining}
+
+    def expired(self) -> bool:
+        """Whether a timed fault has run its course."""
+        return self.expires_at is not None and time.monotonic() >= self.expires_at
 
 
 def _sendable_close_code(code: float) -> bool:
@@ -82,8 +108,15 @@ def parse_fault(body: dict[str, Any]) -> Fault:
         raise ValueError(
             "code must be a close code a server may send (1000-1003, 1007-1014, 3000-4999)"
         )
+    if kind == "wrong_root" and params["code"] not in (10010, 10011):
+        raise ValueError("code must be 10010 (pro key, demo root) or 10011 (demo key, pro root)")
     remaining = params.pop("count") if kind not in IMMEDIATE_KINDS and "count" in params else None
-    return Fault(target, str(kind), params, None if remaining is None else int(remaining))
+    fault = Fault(target, str(kind), params, None if remaining is None else int(remaining))
+    if kind == "ban":
+        # the end, as the 418 message names it (epoch ms), and when the ban lifts here
+        params["until_ms"] = time.time_ns() // 1_000_000 + int(params["duration_s"] * 1000)
+        fault.expires_at = fault.set_at + float(params["duration_s"])
+    return fault
 
 
 @dataclass
@@ -104,11 +137,15 @@ class FaultBook:
 
     def peek(self, target: str, kind: str) -> Fault | None:
         """The active fault of that kind, without using up its count."""
-        return self.active.get((target, kind))
+        fault = self.active.get((target, kind))
+        if fault is not None and fault.expired():
+            del self.active[(target, kind)]
+            return None
+        return fault
 
     def take(self, target: str, kind: str) -> Fault | None:
         """The active fault of that kind, using up one of its count (removed at zero)."""
-        fault = self.active.get((target, kind))
+        fault = self.peek(target, kind)
         if fault is not None and fault.remaining is not None:
             fault.remaining -= 1
             if fault.remaining <= 0:
@@ -121,5 +158,6 @@ class FaultBook:
         """Active faults grouped by target."""
         out: dict[str, list[dict[str, Any]]] = {t: [] for t in FAULT_KINDS}
         for (target, _), fault in self.active.items():
-            out[target].append(fault.to_json())
+            if not fault.expired():
+                out[target].append(fault.to_json())
         return out

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from loguru import logger
 
-from ratesvc.sim.faults import BINANCE_WS, Fault
+from ratesvc.sim.faults import BINANCE, BINANCE_WS, Fault
 from ratesvc.sim.payloads import BUILDERS, STREAM_KINDS
 from ratesvc.sim.state import TRADING, MarketState
 
@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from ratesvc.sim.session import WsSession
 
 BOOK_KINDS = ("bookTicker",)
+POLICY_VIOLATION = 1008
 SLOW_KINDS = ("miniTicker", "ticker", "trade", "aggTrade")
 # How often a disabled cadence (interval 0) rechecks whether it was turned back on.
 _IDLE_RECHECK_S = 0.2
@@ -111,7 +112,13 @@ class BinanceHub:
         self.push(symbol, STREAM_KINDS)
 
     def on_fault(self, fault: Fault) -> None:
-        """Fault listener: act on open sessions for the immediate kinds, `cut` and `clear`."""
+        """Fault listener: act on open sessions for the immediate kinds, `cut`, `clear` and a ban
+        that disconnects."""
+        if fault.target == BINANCE and fault.kind == "ban" and fault.params["disconnect"]:
+            log.info("ip ban: closing {n} sessions", n=len(self.sessions))
+            for session in list(self.sessions):
+                session.close(POLICY_VIOLATION, "sim: IP banned")
+            return
         if fault.target not in (BINANCE_WS, "*"):
             return
         sessions = list(self.sessions)

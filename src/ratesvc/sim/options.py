@@ -19,6 +19,8 @@ class SimOptions:
         max_streams: streams per connection.
         max_outbox: frames queued for one slow client before it is dropped.
         coingecko_cache_s: server-side cache of simple/price (real Demo: 60); 0 serves live data.
+        coingecko_calls_per_minute: calls in any 60 s before a 429 with Retry-After (real Demo:
+            100 per the current docs, 30 per older ones); 0 turns the limit off.
     """
 
     ping_interval_s: float = 20.0
@@ -29,6 +31,7 @@ class SimOptions:
     max_streams: int = 1024
     max_outbox: int = 10_000
     coingecko_cache_s: float = 0.0
+    coingecko_calls_per_minute: int = 0
 
     def update(self, changes: dict[str, Any]) -> None:
         """Apply a partial update, rejecting unknown names and non-numbers with ValueError."""

@@ -158,8 +158,42 @@ def rest_book(s: BinanceSymbol) -> Payload:
     }
 
 
+ORDER_TYPES = [
+    "LIMIT",
+    "LIMIT_MAKER",
+    "MARKET",
+    "STOP_LOSS",
+    "STOP_LOSS_LIMIT",
+    "TAKE_PROFIT",
+    "TAKE_PROFIT_LIMIT",
+]
+STP_MODES = ["NONE", "EXPIRE_TAKER", "EXPIRE_MAKER", "EXPIRE_BOTH", "DECREMENT"]
+
+
+def _filters(s: BinanceSymbol) -> list[Payload]:
+    """The symbol's filters ([BSD] filters.md shapes); prices and quantities as strings."""
+    tick = "0.01000000" if s.price >= 1 else "0.00010000"
+    return [
+        {"filterType": "PRICE_FILTER", "minPrice": tick, "maxPrice": "1000000.00000000",
+         "tickSize": tick},
+        {"filterType": "LOT_SIZE", "minQty": "0.00001000", "maxQty": "9000.00000000",
+         "stepSize": "0.00001000"},
+        {"filterType": "ICEBERG_PARTS", "limit": 10},
+        {"filterType": "MARKET_LOT_SIZE", "minQty": "0.00000000", "maxQty": "100.00000000",
+         "stepSize": "0.00000000"},
+        {"filterType": "NOTIONAL", "minNotional": "5.00000000", "applyMinToMarket": True,
+         "maxNotional": "9000000.00000000", "applyMaxToMarket": False, "avgPriceMins": 5},
+        {"filterType": "MAX_NUM_ORDERS", "maxNumOrders": 200},
+        {"filterType": "MAX_NUM_ALGO_ORDERS", "maxNumAlgoOrders": 5},
+    ]  # fmt: skip
+
+
 def symbol_info(s: BinanceSymbol) -> Payload:
-    """One entry of exchangeInfo `symbols`, trimmed to the fields a market-data client reads."""
+    """One entry of exchangeInfo `symbols`, with the fields of the docs' example.
+
+    Newer bodies carry `permissionSets` (a list of lists) beside an empty `permissions`.
+    """
+    trading = s.status == "TRADING"
     return {
         "symbol": s.symbol,
         "status": s.status,
@@ -168,10 +202,22 @@ def symbol_info(s: BinanceSymbol) -> Payload:
         "quoteAsset": s.quote,
         "quotePrecision": 8,
         "quoteAssetPrecision": 8,
-        "orderTypes": ["LIMIT", "LIMIT_MAKER", "MARKET", "STOP_LOSS_LIMIT", "TAKE_PROFIT_LIMIT"],
-        "isSpotTradingAllowed": s.status == "TRADING",
+        "baseCommissionPrecision": 8,
+        "quoteCommissionPrecision": 8,
+        "orderTypes": ORDER_TYPES,
+        "icebergAllowed": True,
+        "ocoAllowed": True,
+        "otoAllowed": True,
+        "quoteOrderQtyMarketAllowed": True,
+        "allowTrailingStop": True,
+        "cancelReplaceAllowed": True,
+        "amendAllowed": True,
+        "pegInstructionsAllowed": True,
+        "isSpotTradingAllowed": trading,
         "isMarginTradingAllowed": False,
-        "filters": [],
+        "filters": _filters(s),
         "permissions": [],
-        "permissionSets": [["SPOT"]],
+        "permissionSets": [["SPOT", "MARGIN"]],
+        "defaultSelfTradePreventionMode": "EXPIRE_MAKER",
+        "allowedSelfTradePreventionModes": STP_MODES,
     }

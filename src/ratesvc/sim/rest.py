@@ -8,7 +8,7 @@ import asyncio
 from typing import Any
 
 import orjson
-from starlette.requests import Request
+from starlette.requests import HTTPConnection
 from starlette.responses import Response
 
 from ratesvc.sim.state import CallRecord, MarketState, now_ms
@@ -19,8 +19,8 @@ def json_response(body: Any, status: int = 200, headers: dict[str, str] | None =
     return Response(orjson.dumps(body), status, headers=headers, media_type="application/json")
 
 
-def record_call(state: MarketState, target: str, request: Request, status: int) -> None:
-    """Count one call of `target` and keep its path, query and headers for the tests."""
+def record_call(state: MarketState, target: str, request: HTTPConnection, status: int) -> None:
+    """Count one call of `target` (a request or a handshake) and keep its path, query, headers."""
     state.counters[f"{target}_calls"] += 1
     state.counters[f"{target}_status_{status}"] += 1
     state.call_log(target).append(
@@ -35,23 +35,31 @@ def record_call(state: MarketState, target: str, request: Request, status: int) 
 
 
 async def rest_fault(
-    state: MarketState, target: str, *, too_many: Any, down: Any
+    state: MarketState,
+    target: str,
+    *,
+    too_many: Any,
+    down: Any,
+    headers: dict[str, str] | None = None,
 ) -> Response | None:
     """Apply the target's active slow/429/5xx faults; a response means "send this instead".
 
     Args:
         too_many: body of the 429 answer, in the venue's own error shape.
         down: body of the 5xx answer.
+        headers: sent with either answer too (Binance's used weight is on every response).
     """
+    headers = headers or {}
     slow = state.faults.take(target, "slow")
     if slow is not None:
         await asyncio.sleep(float(slow.params["delay_s"]))
     limited = state.faults.take(target, "429")
     if limited is not None:
         retry_after = limited.params.get("retry_after_s")
-        headers = {} if retry_after is None else {"Retry-After": str(int(retry_after))}
+        if retry_after is not None:
+            headers = {**headers, "Retry-After": str(int(retry_after))}
         return json_response(too_many, int(limited.params["status"]), headers)
     broken = state.faults.take(target, "5xx")
     if broken is not None:
-        return json_response(down, int(broken.params["status"]))
+        return json_response(down, int(broken.params["status"]), headers)
     return None

@@ -23,6 +23,7 @@ from ratesvc.sim.faults import BINANCE_REST, COINGECKO
 from ratesvc.sim.hub import BinanceHub
 from ratesvc.sim.options import SimOptions
 from ratesvc.sim.state import MarketState
+from ratesvc.sim.wsproto import CountingWSProtocol
 
 DEFAULT_BINANCE_PORT = 18443
 DEFAULT_COINGECKO_PORT = 18444
@@ -128,7 +129,7 @@ async def _start(
     config = uvicorn.Config(
         app,
         http=protocol,
-        ws="websockets-sansio",
+        ws=CountingWSProtocol,  # websockets-sansio, reporting client pings and pongs
         ws_ping_interval=options.ping_interval_s,
         ws_ping_timeout=options.ping_timeout_s,
         # Binance streams arrive uncompressed; keep frames byte-for-byte as a client sees them.

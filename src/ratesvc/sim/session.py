@@ -1,5 +1,6 @@
 """One Binance websocket connection: handshake faults, subscriptions, the incoming-message limit
-and a single writer task that drains the session's outbox. Ping/pong frames are uvicorn's job.
+and a single writer task that drains the session's outbox. Ping/pong frames are uvicorn's job;
+sim/wsproto.py reports the client's to the session, since Binance counts them toward the limit.
 """
 
 from __future__ import annotations
@@ -13,11 +14,14 @@ from loguru import logger
 from starlette.responses import Response
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from ratesvc.sim.binance_errors import ip_block
 from ratesvc.sim.commands import handle_command
 from ratesvc.sim.faults import BINANCE_WS
 from ratesvc.sim.hub import BinanceHub
 from ratesvc.sim.payloads import Payload, server_shutdown
+from ratesvc.sim.rest import record_call
 from ratesvc.sim.state import MarketState
+from ratesvc.sim.wsproto import CONTROL_FRAMES
 
 # Junk a real feed might send after a bug or a proxy hiccup: broken JSON, JSON of unknown shape,
 # an empty array, an unknown event and a binary frame.
@@ -52,6 +56,9 @@ class WsSession:
         peer = f"{ws.client.host}:{ws.client.port}" if ws.client else "?"
         self.log = logger.bind(source="sim.binance", peer=peer)
         self.subscribe(streams)
+        tap = ws.scope.get("extensions", {}).get(CONTROL_FRAMES)
+        if tap is not None:
+            tap.listener = self._control_frame
 
     @property
     def state(self) -> MarketState:
@@ -144,6 +151,16 @@ class WsSession:
         self._outbox.append(frame)
         self._wake.set()
 
+    def _control_frame(self) -> None:
+        """A ping or pong from the client: it counts toward the incoming limit like a message."""
+        self.state.counters["binance_ws_control_frames_received"] += 1
+        self._count_incoming()
+
+    def _count_incoming(self) -> None:
+        if self._over_limit() and self._close is None:
+            self.state.counters["binance_ws_rate_limited"] += 1
+            self.close(POLICY_VIOLATION, "sim: too many requests")
+
     def _over_limit(self) -> bool:
         now = asyncio.get_running_loop().time()
         self._incoming.append(now)
@@ -160,9 +177,7 @@ class WsSession:
             data = message.get("bytes", b"") if data is None else data
             self.state.counters["binance_ws_messages_received"] += 1
             self.log.debug("ws recv {data!r}", data=data[:200])
-            if self._over_limit():
-                self.state.counters["binance_ws_rate_limited"] += 1
-                self.close(POLICY_VIOLATION, "sim: too many requests")
+            self._count_incoming()
             if self._close is not None or self.hub.stalled:
                 continue
             self._queue(orjson.dumps(handle_command(data, self)).decode())
@@ -188,21 +203,35 @@ class WsSession:
             return  # the client is gone; the reader sees the disconnect and ends the session
 
 
-def _denial(status: int, msg: str) -> Response:
-    return Response(orjson.dumps({"code": -1, "msg": msg}), status, media_type="application/json")
+def _denial(status: int, msg: str, retry_after_s: float | None = None) -> Response:
+    headers = {} if retry_after_s is None else {"Retry-After": str(int(retry_after_s))}
+    body = orjson.dumps({"code": -1, "msg": msg})
+    return Response(body, status, headers=headers, media_type="application/json")
+
+
+def _denial_for(state: MarketState, streams: list[str]) -> Response | None:
+    """The HTTP answer refusing this handshake, or None to accept it."""
+    blocked = ip_block(state)  # a ban, a restricted location or a firewall: as for REST calls
+    if blocked is not None:
+        return blocked
+    refuse = state.faults.take(BINANCE_WS, "refuse")
+    if refuse is not None:
+        status, retry_after_s = int(refuse.params["status"]), refuse.params["retry_after_s"]
+        return _denial(status, "sim: refused", retry_after_s)
+    if len(streams) > state.options.max_streams:
+        return _denial(400, f"at most {state.options.max_streams} streams")
+    return None
 
 
 async def _serve(ws: WebSocket, streams: list[str], *, combined: bool) -> None:
     hub: BinanceHub = ws.app.state.hub
     state = hub.state
     state.counters["binance_ws_attempts"] += 1
-    refuse = state.faults.take(BINANCE_WS, "refuse")
-    if refuse is not None:
+    denial = _denial_for(state, streams)
+    record_call(state, BINANCE_WS, ws, 101 if denial is None else denial.status_code)
+    if denial is not None:
         state.counters["binance_ws_refused"] += 1
-        await ws.send_denial_response(_denial(int(refuse.params["status"]), "sim: refused"))
-        return
-    if len(streams) > state.options.max_streams:
-        await ws.send_denial_response(_denial(400, f"at most {state.options.max_streams} streams"))
+        await ws.send_denial_response(denial)
         return
     await ws.accept()
     if state.faults.take(BINANCE_WS, "accept_and_drop") is not None:

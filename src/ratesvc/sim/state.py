@@ -17,7 +17,8 @@ from ratesvc.sim.options import SimOptions
 
 TRADING = "TRADING"
 BREAK = "BREAK"
-SYMBOL_STATUSES = ("TRADING", "HALT", "BREAK")
+# [BSD] enums.md: symbol statuses (CANCEL_ONLY added 2026-07); only TRADING has live prices
+SYMBOL_STATUSES = ("TRADING", "END_OF_DAY", "HALT", "BREAK", "CANCEL_ONLY")
 
 # symbol -> (base, quote, status, default price, half spread). RUB pairs were delisted on
 # 2024-01-30 but stay in exchangeInfo with a frozen price, as the real API keeps them.
@@ -176,7 +177,7 @@ class MarketState:
             listener(symbol)
 
     def set_binance_status(self, symbol: str, status: str) -> None:
-        """Change a symbol's trading status (TRADING, HALT or BREAK)."""
+        """Change a symbol's trading status (one of SYMBOL_STATUSES)."""
         if status not in SYMBOL_STATUSES:
             raise ValueError(f"status must be one of {SYMBOL_STATUSES}")
         self.symbols[symbol].status = status

@@ -55,7 +55,7 @@ class SimControl:
         return await self._call("state")
 
     async def calls(self, target: str = "coingecko") -> list[dict[str, Any]]:
-        """GET /_sim/calls: recorded REST calls of `coingecko` or `binance_rest`."""
+        """GET /_sim/calls: recorded calls of `coingecko`, `binance_rest` or `binance_ws`."""
         return await self._call(f"calls?target={target}")
 
     async def set_prices(self, **body: Any) -> dict[str, Any]:

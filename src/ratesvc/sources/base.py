@@ -1,8 +1,10 @@
 """Source templates: what a venue adapter is (Source) and the websocket transport (StreamSource).
 
 StreamSource owns websocket connect, ping and connection rotation; PollSource (sources/poll.py)
-owns the HTTP client and the poll cadence. Neither reconnects or watches staleness: that is
-sources/supervise.py, which also switches to a source's `fallback()` transport while needed.
+owns the poll cadence. Every request of either (REST calls and websocket handshakes alike) passes
+the venue's gate (sources/gate.py) first, and every answer passes `Source.answered()`, which turns
+error answers into the adapter's errors (`error_for()`). Neither template reconnects or watches
+staleness: that is sources/supervise.py, which also switches to a source's `fallback()` transport.
 """
 
 from __future__ import annotations
@@ -22,8 +24,10 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidStatus
 
 from ratesvc.domain import Quote, Transport, now_ms
-from ratesvc.errors import ParseError, RateLimited, RatesvcError, SourceError, Unavailable
+from ratesvc.errors import ParseError, RatesvcError, SourceError
 from ratesvc.metrics import SOURCE_SKIPPED_FRAMES
+from ratesvc.sources.answers import classify_answer
+from ratesvc.sources.gate import Gate
 
 if TYPE_CHECKING:
     from ratesvc.sources.budget import CallLedger
@@ -66,9 +70,18 @@ class Source(ABC):
     # failures in a row (none with a quote) after which supervise() switches to fallback()
     fallback_after_failures: int = 2
 
-    def __init__(self, *, stale_after_s: float) -> None:
+    def __init__(
+        self,
+        *,
+        stale_after_s: float,
+        gate: Gate | None = None,
+        http_transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
         self.stale_after_s = stale_after_s
         self.log = logger.bind(source=self.name)
+        # one per venue: a fallback transport gets its owner's gate (a ban covers both)
+        self.gate = gate or Gate(self.name)
+        self._http_transport = http_transport
         self._rotate_reason: str | None = None
 
     @abstractmethod
@@ -85,8 +98,48 @@ class Source(ABC):
         """Told by the collector whether this source currently serves; a no-op by default."""
 
     def retry_floor_s(self) -> float:
-        """The shortest wait supervise() may take before reconnecting (keeps call budgets)."""
-        return 0.0
+        """The shortest wait supervise() may take before reconnecting: until the gate opens."""
+        return self.gate.remaining_s()
+
+    def error_for(self, status: int, headers: Any, body: bytes) -> SourceError:
+        """Pure: the error an HTTP error answer (REST call or websocket handshake) means.
+
+        Adapters override it to read their venue's error bodies; see `classify_answer()`.
+        """
+        return classify_answer(status, headers, body)
+
+    def observe_response(self, status: int, headers: Any) -> None:
+        """Sees the status and headers of every answer, errors included; a no-op here."""
+
+    def answered(self, status: int, headers: Any, body: bytes) -> None:
+        """Every answer of the venue passes here: the adapter observes it, the gate learns.
+
+        Raises:
+            SourceError: `error_for()` of an error answer (status 400 or more).
+        """
+        self.observe_response(status, headers)
+        if status < 400:
+            self.gate.passed()
+            return
+        error = self.error_for(status, headers, bytes(body))
+        self.gate.observe(error)
+        raise error
+
+    def http_client(self, **kwargs: Any) -> httpx.AsyncClient:
+        """An HTTP client whose requests pass the gate and whose answers pass `answered()`."""
+        return httpx.AsyncClient(
+            transport=self._http_transport,
+            event_hooks={"request": [self._before_request], "response": [self._after_response]},
+            **kwargs,
+        )
+
+    async def _before_request(self, _request: httpx.Request) -> None:
+        self.gate.check()
+
+    async def _after_response(self, response: httpx.Response) -> None:
+        # hooks run before the body is read: read it only for an error answer
+        body = await response.aread() if response.status_code >= 400 else b""
+        self.answered(response.status_code, response.headers, body)
 
     def fallback(self) -> Source | None:
         """A second transport for this venue that supervise() runs while this one fails.
@@ -159,7 +212,9 @@ class StreamSource(Source):
 
     def refused(self, error: BaseException) -> bool:
         """The server answered the upgrade with an HTTP error (403, 451, 503...) or no listener."""
-        return isinstance(error, InvalidStatus | ConnectionRefusedError)
+        return isinstance(error, InvalidStatus | ConnectionRefusedError) or isinstance(
+            error.__cause__, InvalidStatus
+        )
 
     async def prepare(self) -> None:
         """Async work before each (re)connect, e.g. symbol discovery; raise SourceError to retry."""
@@ -193,14 +248,25 @@ class StreamSource(Source):
 
     async def _open(self) -> ClientConnection:
         url = self.url()
-        ws = await connect(
-            url,
-            ping_interval=self.ping_interval_s,
-            ping_timeout=self.ping_timeout_s,
-            open_timeout=self.open_timeout_s,
-            close_timeout=self.close_timeout_s,
-            max_size=self.max_frame_bytes,
-        )
+        self.gate.check()  # a handshake is a request like any other: not while the gate is closed
+        try:
+            ws = await connect(
+                url,
+                ping_interval=self.ping_interval_s,
+                ping_timeout=self.ping_timeout_s,
+                open_timeout=self.open_timeout_s,
+                close_timeout=self.close_timeout_s,
+                max_size=self.max_frame_bytes,
+            )
+        except InvalidStatus as exc:
+            answer = exc.response
+            try:
+                self.answered(answer.status_code, answer.headers, bytes(answer.body or b""))
+            except SourceError as error:
+                raise error from exc  # refused() recognises a denied handshake by its cause
+            raise
+        if ws.response is not None:
+            self.answered(ws.response.status_code, ws.response.headers, b"")
         for message in self.subscribe_messages():
             await ws.send(message)
         self.log.info("connected to {url}", url=url)
@@ -216,28 +282,6 @@ class StreamSource(Source):
             raise
         await old.close()
         return new
-
-
-def raise_for_status(response: httpx.Response, *, venue_message: str = "") -> None:
-    """Map HTTP errors: 429/418 to RateLimited (Retry-After honoured), others to SourceError."""
-    status = response.status_code
-    if status < 400:
-        return
-    detail = f"HTTP {status}" + (f": {venue_message}" if venue_message else "")
-    if status in (418, 429):
-        raise RateLimited(detail, retry_after_s=retry_after_s(response.headers))
-    if status >= 500 or status == 408:
-        raise Unavailable(detail)
-    raise SourceError(detail)
-
-
-def retry_after_s(headers: Any) -> float | None:
-    """Seconds from a Retry-After header (delta-seconds form only), or None."""
-    value = headers.get("retry-after")
-    try:
-        return max(float(value), 0.0) if value is not None else None
-    except ValueError:
-        return None
 
 
 async def first_of(*aws: Awaitable[Any]) -> set[asyncio.Future[Any]]:

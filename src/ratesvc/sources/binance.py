@@ -15,7 +15,7 @@ the websocket, probed with the normal backoff, delivers again. Trimmed sample fr
 
 | variable | default | meaning |
 |---|---|---|
-| BINANCE_WS_URL | wss://stream.binance.com:9443 | websocket base URL |
+| BINANCE_WS_URL | wss://stream.binance.com:9443 | websocket base URL (see HTTP 451 below) |
 | BINANCE_REST_URL | https://api.binance.com | REST base URL (exchangeInfo, REST fallback) |
 | BINANCE_STREAM | bookTicker | bookTicker (bid/ask mid), miniTicker, ticker, trade, aggTrade |
 | BINANCE_USDC_CORRECTION | false | also stream USDCUSDT when it is TRADING |
@@ -31,7 +31,10 @@ the websocket, probed with the normal backoff, delivers again. Trimmed sample fr
 | BINANCE_REST_POLL_INTERVAL_S | 1 | REST fallback cadence (bookTicker, weight 4 per call) |
 | BINANCE_REST_WEIGHT_FRACTION | 0.5 | share of the IP's weight/min limit (6000) REST may use |
 
-None of these is secret.
+None of these is secret. Where Binance refuses the location (HTTP 451), its market-data-only hosts
+serve the same prices: BINANCE_WS_URL=wss://data-stream.binance.vision and
+BINANCE_REST_URL=https://data-api.binance.vision. Bans (418), Retry-After (429), refusals and
+firewall pages hold both transports at once (sources/gate.py).
 """
 
 from __future__ import annotations
@@ -46,10 +49,17 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ratesvc.domain import Quote, Transport
-from ratesvc.errors import ParseError, RateLimited, SourceError
+from ratesvc.errors import ParseError, RateLimited, Refused, SourceError
 from ratesvc.sources import register
 from ratesvc.sources.base import RotateRequested, Source, StreamSource
-from ratesvc.sources.binance_rest import SYMBOLS, BinanceRestPoller, fetch_exchange_info, price
+from ratesvc.sources.binance_rest import (
+    SYMBOLS,
+    BinanceRestPoller,
+    binance_error,
+    fetch_exchange_info,
+    price,
+)
+from ratesvc.sources.gate import Gate
 
 # event type -> the price field of that event (bookTicker has no "e" and is handled apart)
 PRICE_FIELD: dict[str, str] = {
@@ -105,22 +115,28 @@ class BinanceSource(StreamSource):
     transport = Transport.WS
 
     def __init__(
-        self, options: BinanceOptions, *, http_transport: httpx.AsyncBaseTransport | None = None
+        self,
+        options: BinanceOptions,
+        *,
+        http_transport: httpx.AsyncBaseTransport | None = None,
+        gate: Gate | None = None,
     ) -> None:
-        super().__init__(stale_after_s=options.stale_after_s)
+        super().__init__(
+            stale_after_s=options.stale_after_s, gate=gate, http_transport=http_transport
+        )
         self.options = options
         self.ping_interval_s = options.ping_interval_s
         self.ping_timeout_s = options.ping_timeout_s
         self.open_timeout_s = options.timeout_s
         self.max_frame_bytes = options.max_frame_bytes
         self.max_connection_age_s = options.rotate_after_s
-        self._http_transport = http_transport
         self.symbols: list[str] = []  # the TRADING subset of wanted_symbols(), once known
         self._refresh_at = 0.0  # monotonic time of the next exchangeInfo check
         self._refresh_task: asyncio.Task[None] | None = None
         self.fallback_after_failures = options.rest_fallback_after_failures
+        # Binance limits and bans per IP: both transports share one gate
         self.rest = BinanceRestPoller(
-            options, symbols=self.tradable_symbols, http_transport=http_transport
+            options, symbols=self.tradable_symbols, http_transport=http_transport, gate=self.gate
         )
 
     def fallback(self) -> Source | None:
@@ -130,6 +146,14 @@ class BinanceSource(StreamSource):
     def refused(self, error: BaseException) -> bool:
         """Refused, denied (HTTP status) or timed-out handshakes switch to REST at once."""
         return super().refused(error) or isinstance(error, TimeoutError)
+
+    def error_for(self, status: int, headers: Any, body: bytes) -> SourceError:
+        """Binance's error answers, websocket handshakes and exchangeInfo alike."""
+        return binance_error(status, headers, body)
+
+    def observe_response(self, status: int, headers: Any) -> None:
+        """Every answer's used weight feeds the REST fallback's budget (exchangeInfo costs 20)."""
+        self.rest.observe_weight(headers)
 
     @property
     def usdc_correction(self) -> bool:
@@ -173,8 +197,8 @@ class BinanceSource(StreamSource):
                     error=err,
                 )
                 return
-            if isinstance(err, RateLimited):
-                raise  # keep retry_after_s for supervise
+            if isinstance(err, RateLimited | Refused):
+                raise  # keep the kind (a ban, a Retry-After, a refusal) for supervise
             raise SourceError(f"exchangeInfo failed: {err}") from err
         wanted = self.wanted_symbols()
         trading = [s for s in wanted if statuses.get(s) == "TRADING"]
@@ -215,10 +239,8 @@ class BinanceSource(StreamSource):
 
     async def _exchange_info(self) -> dict[str, str]:
         """Status per wanted symbol; also adopts the live weight limit for the REST fallback."""
-        async with httpx.AsyncClient(
-            base_url=self.options.rest_url,
-            timeout=self.options.timeout_s,
-            transport=self._http_transport,
+        async with self.http_client(
+            base_url=self.options.rest_url, timeout=self.options.timeout_s
         ) as client:
             statuses, weight_limit = await fetch_exchange_info(client, self.wanted_symbols())
         if weight_limit is not None:
@@ -235,8 +257,11 @@ class BinanceSource(StreamSource):
             raise ParseError("expected a JSON object")
         if "result" in message and "id" in message:
             return []  # reply to SUBSCRIBE / LIST_SUBSCRIPTIONS
-        if "code" in message and "msg" in message:
-            raise ParseError(f"error reply {message['code']}: {message['msg']}")
+        # error replies come wrapped, {"error":{"code":2,"msg":"..."},"id":3} (no id when the
+        # request was not JSON); the docs' table shows only the inner object, also accepted
+        error = message.get("error", message)
+        if isinstance(error, dict) and "code" in error and "msg" in error:
+            raise ParseError(f"error reply {error['code']}: {str(error['msg'])[:160]}")
         if "stream" in message and "data" in message:
             if message["stream"] == "!serverShutdown":
                 raise RotateRequested("serverShutdown")

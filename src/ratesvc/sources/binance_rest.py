@@ -8,12 +8,18 @@ price is ever served. Sample body (one entry per symbol, prices as strings)::
 
     [{"symbol":"BTCUSDT","bidPrice":"67000.10000000","bidQty":"1.2",
       "askPrice":"67000.30000000","askQty":"0.8"}]
+
+Error answers of both Binance transports are read here (`binance_error`): bodies are
+``{"code":-1003,"msg":"..."}``; a 418 ban names its end in the message ("IP banned until
+1700000000000", ms); a 451 (restricted location) is told with the market-data-only endpoints to
+configure. Fixtures: tests/fixtures/binance/rest_*.
 """
 
 from __future__ import annotations
 
 import asyncio
 import math
+import re
 import time
 from collections.abc import Awaitable, Callable
 from decimal import Decimal, InvalidOperation
@@ -23,8 +29,9 @@ import httpx
 import orjson
 
 from ratesvc.domain import Quote, Transport
-from ratesvc.errors import ParseError, SourceError
-from ratesvc.sources.base import raise_for_status
+from ratesvc.errors import Banned, ParseError, Restricted, SourceError
+from ratesvc.sources.answers import RESTRICTED_HOLD_S, classify_answer, retry_after_s
+from ratesvc.sources.gate import Gate
 from ratesvc.sources.poll import Clock, PollSource, Sleep
 
 if TYPE_CHECKING:
@@ -36,6 +43,12 @@ INVALID_SYMBOL = -1121
 WEIGHT_LIMIT_1M = 6000  # REQUEST_WEIGHT per minute per IP since 2023-08-25 (exchangeInfo has it)
 BOOK_TICKER_WEIGHT = 4  # with symbols=[...]
 USED_WEIGHT_HEADER = "x-mbx-used-weight-1m"
+BANNED_UNTIL = re.compile(r"banned until (\d{10,16})")
+# [BSD] faqs/market_data_only.md: hosts serving market data only, offered where api/stream refuse
+MARKET_DATA_ONLY = (
+    "BINANCE_WS_URL=wss://data-stream.binance.vision "
+    "and BINANCE_REST_URL=https://data-api.binance.vision"
+)
 
 
 class BinanceRestPoller(PollSource):
@@ -55,6 +68,7 @@ class BinanceRestPoller(PollSource):
         *,
         symbols: Callable[[], Awaitable[list[str]]],
         http_transport: httpx.AsyncBaseTransport | None = None,
+        gate: Gate | None = None,
         clock: Clock = time.monotonic,
         sleep: Sleep = asyncio.sleep,
         wall_clock: Clock = time.time,
@@ -64,6 +78,7 @@ class BinanceRestPoller(PollSource):
             stale_after_s=max(options.stale_after_s, 3 * options.rest_poll_interval_s),
             timeout_s=options.timeout_s,
             http_transport=http_transport,
+            gate=gate,
             clock=clock,
             sleep=sleep,
         )
@@ -100,19 +115,25 @@ class BinanceRestPoller(PollSource):
         return self.clock() + (minute + 1) * 60 - now
 
     async def request(self, client: httpx.AsyncClient) -> httpx.Response:
-        """One bookTicker call for the tradable symbols; 429/418 -> RateLimited."""
+        """One bookTicker call for the tradable symbols (error answers raise binance_error)."""
         symbols = await self._symbols()
-        response = await client.get(
+        return await client.get(
             f"{self.options.rest_url}/api/v3/ticker/bookTicker",
             params={"symbols": orjson.dumps(symbols).decode(), "symbolStatus": "TRADING"},
         )
-        self._observe_weight(response)
-        raise_for_status(response, venue_message=response.text[:200])
-        return response
 
-    def _observe_weight(self, response: httpx.Response) -> None:
+    def error_for(self, status: int, headers: Any, body: bytes) -> SourceError:
+        """Binance's error answers (see `binance_error`)."""
+        return binance_error(status, headers, body)
+
+    def observe_response(self, status: int, headers: Any) -> None:
+        """Every answer, errors included, reports the IP's used weight."""
+        self.observe_weight(headers)
+
+    def observe_weight(self, headers: Any) -> None:
+        """Adopt the IP's used weight from an answer's X-MBX-USED-WEIGHT-1M header."""
         try:
-            used = int(response.headers.get(USED_WEIGHT_HEADER, ""))
+            used = int(headers.get(USED_WEIGHT_HEADER, ""))
         except ValueError:
             return
         self._used_weight, self._used_minute = used, int(self.wall_clock() // 60)
@@ -149,10 +170,13 @@ async def fetch_exchange_info(
     Raises:
         RateLimited, SourceError: the call failed.
     """
-    response = await client.get(
-        "/api/v3/exchangeInfo", params={"symbols": orjson.dumps(symbols).decode()}
-    )
-    if response.status_code == 400 and error_code(response) == INVALID_SYMBOL:
+    try:
+        response = await client.get(
+            "/api/v3/exchangeInfo", params={"symbols": orjson.dumps(symbols).decode()}
+        )
+    except SourceError as err:
+        if err.code != INVALID_SYMBOL:
+            raise
         # one unknown symbol fails a whole batched call: ask one by one
         found: dict[str, str] = {}
         limit = None
@@ -160,12 +184,21 @@ async def fetch_exchange_info(
             statuses, limit = await fetch_exchange_info(client, [symbol])
             found |= statuses
         return found, limit
-    raise_for_status(response, venue_message=response.text[:200])
+    return parse_exchange_info(response.content)
+
+
+def parse_exchange_info(raw: bytes) -> tuple[dict[str, str], int | None]:
+    """Pure: status per symbol and the REQUEST_WEIGHT/min limit (if given) of an exchangeInfo body.
+
+    Statuses are TRADING, END_OF_DAY, HALT, BREAK, CANCEL_ONLY ([BSD] enums.md); only TRADING has
+    live prices. `permissions`/`permissionSets` and `filters` are not read.
+    """
     try:
-        body = response.json()
+        body = orjson.loads(raw)
         statuses = {item["symbol"]: item["status"] for item in body["symbols"]}
-    except (ValueError, KeyError, TypeError) as err:
-        raise SourceError(f"unexpected exchangeInfo body: {response.text[:200]}") from err
+    except (orjson.JSONDecodeError, KeyError, TypeError) as err:
+        text = raw[:200].decode("utf-8", "replace")
+        raise SourceError(f"unexpected exchangeInfo body: {text}") from err
     return statuses, _weight_limit(body.get("rateLimits"))
 
 
@@ -195,10 +228,55 @@ def price(event: dict[str, Any], key: str) -> Decimal:
     return result
 
 
-def error_code(response: httpx.Response) -> int | None:
-    """The ``code`` of a Binance error body, or None."""
-    try:
-        code = response.json().get("code")
-    except (ValueError, AttributeError):
+def binance_error(status: int, headers: Any, body: bytes) -> SourceError:
+    """Pure: the error a Binance error answer means (REST call or websocket handshake alike).
+
+    418 is an IP ban: Banned until the end its message names (else Retry-After, else unknown);
+    451 a refused location, told with the market-data-only endpoints; the rest as
+    `classify_answer` (429 RateLimited with Retry-After, 403 page Blocked, 5xx Unavailable).
+    """
+    code, msg = _code_msg(body)
+    if status == 418:
+        return Banned(
+            f"HTTP 418: {msg or 'IP banned'}",
+            until_s=_ban_end_s(msg or ""),
+            retry_after_s=retry_after_s(headers),
+            status=status,
+            code=code,
+        )
+    if status == 451:
+        message = f"HTTP 451: {msg or 'restricted location'}"
+        return Restricted(
+            message,
+            hold_s=RESTRICTED_HOLD_S,
+            advice=f"Binance refuses this location ({message[:160]}). Its market-data-only "
+            f"endpoints serve the same prices: set {MARKET_DATA_ONLY}. "
+            f"Retrying every {RESTRICTED_HOLD_S:.0f}s meanwhile",
+            status=status,
+            code=code,
+        )
+    return classify_answer(status, headers, body, detail=msg, code=code)
+
+
+def _ban_end_s(msg: str) -> float | None:
+    """Epoch seconds from "banned until 1700000000000" (milliseconds; seconds accepted too)."""
+    match = BANNED_UNTIL.search(msg)
+    if match is None:
         return None
-    return code if isinstance(code, int) else None
+    until = int(match.group(1))
+    return until / 1000 if until > 10**11 else float(until)
+
+
+def _code_msg(body: bytes) -> tuple[int | None, str | None]:
+    """``code`` and ``msg`` of a Binance error body, (None, None) when it is not one."""
+    try:
+        parsed = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None, None
+    if not isinstance(parsed, dict):
+        return None, None
+    code, msg = parsed.get("code"), parsed.get("msg")
+    return (
+        code if isinstance(code, int) and not isinstance(code, bool) else None,
+        msg if isinstance(msg, str) else None,
+    )

@@ -47,11 +47,12 @@ from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ratesvc.domain import Quote, Transport
-from ratesvc.errors import ParseError
+from ratesvc.errors import Misconfigured, ParseError, SourceError
 from ratesvc.metrics import COINGECKO_BUDGET_REMAINING, COINGECKO_CALLS, COINGECKO_POLL_INTERVAL
 from ratesvc.sources import register
-from ratesvc.sources.base import raise_for_status
+from ratesvc.sources.answers import classify_answer, describe_body
 from ratesvc.sources.budget import BudgetLimits, CallBudget, CallLedger
+from ratesvc.sources.gate import Gate
 from ratesvc.sources.poll import Clock, PollSource, Sleep
 
 COINS: dict[str, str] = {"bitcoin": "BTC", "ethereum": "ETH", "tether": "USDT", "usd-coin": "USDC"}
@@ -63,9 +64,15 @@ PARAMS = {
     "include_last_updated_at": "true",
     "precision": "full",
 }
+DEMO_ROOT = "https://api.coingecko.com/api/v3"
+PRO_ROOT = "https://pro-api.coingecko.com/api/v3"
+# error_code -> the fix ([CGD] errors-and-rate-limits: 10010 pro key on the demo root, 10011 demo
+# key on the pro root); COINGECKO_PLAN=auto sends the header that fits the root
 WRONG_ROOT = {
-    10010: "a pro key needs COINGECKO_API_URL=https://pro-api.coingecko.com/api/v3",
-    10011: "a demo key needs COINGECKO_API_URL=https://api.coingecko.com/api/v3",
+    10010: f"a Pro API key goes to {PRO_ROOT} in the x-cg-pro-api-key header: "
+    f"set COINGECKO_API_URL={PRO_ROOT} (and COINGECKO_PLAN=auto or pro)",
+    10011: f"a Demo API key goes to {DEMO_ROOT} in the x-cg-demo-api-key header: "
+    f"set COINGECKO_API_URL={DEMO_ROOT} (and COINGECKO_PLAN=auto or demo)",
 }
 
 
@@ -129,6 +136,7 @@ class CoinGeckoSource(PollSource):
         *,
         http_transport: httpx.AsyncBaseTransport | None = None,
         ledger: CallLedger | None = None,
+        gate: Gate | None = None,
         clock: Clock = time.monotonic,
         sleep: Sleep = asyncio.sleep,
         wall_clock: Clock = time.time,
@@ -138,6 +146,7 @@ class CoinGeckoSource(PollSource):
             stale_after_s=options.stale_after_s,
             timeout_s=options.timeout_s,
             http_transport=http_transport,
+            gate=gate,
             clock=clock,
             sleep=sleep,
         )
@@ -177,11 +186,11 @@ class CoinGeckoSource(PollSource):
             self.wake()
 
     async def request(self, client: httpx.AsyncClient) -> httpx.Response:
-        """One simple/price call, counted first; 429 -> RateLimited, other errors -> SourceError."""
+        """One simple/price call, counted first (error answers raise `error_for()`)."""
         await self.budget.spend()
         self._budget_metrics()
         try:
-            response = await client.get(
+            return await client.get(
                 f"{self.options.api_url}/simple/price",
                 params=PARAMS,
                 headers={"accept": "application/json", **self.options.key_header()},
@@ -190,10 +199,36 @@ class CoinGeckoSource(PollSource):
             status = "timeout" if isinstance(err, httpx.TimeoutException) else "error"
             COINGECKO_CALLS.labels(status=status).inc()
             raise
-        COINGECKO_CALLS.labels(status=str(response.status_code)).inc()
-        if response.status_code >= 400:
-            raise_for_status(response, venue_message=_explain(response))
-        return response
+
+    def observe_response(self, status: int, headers: Any) -> None:
+        """Count every answer by status (errors too: they count against the budget)."""
+        COINGECKO_CALLS.labels(status=str(status)).inc()
+
+    def error_for(self, status: int, headers: Any, body: bytes) -> SourceError:
+        """A clear error for a CoinGecko error answer (never includes the key).
+
+        Bodies come as ``{"status":{"error_code":10011,"error_message":"..."}}``, flat as
+        ``{"error_code":10010,"status":{"error_message":"...","timestamp":"..."}}`` or as
+        ``{"error":"..."}`` (tests/fixtures/coingecko/error_*.json).
+        """
+        code, text = _code_message(body)
+        text = text or describe_body(headers, body)
+        if code in WRONG_ROOT:
+            sent = ", ".join(self.options.key_header()) or "no key header"
+            host = httpx.URL(self.options.api_url).host
+            return Misconfigured(
+                f"HTTP {status}: CoinGecko error {code}: {text[:160]}; {WRONG_ROOT[code]} "
+                f"(sent: {sent} to {host})",
+                status=status,
+                code=code,
+            )
+        if status == 401:
+            return Misconfigured(
+                f"HTTP 401: {text[:160]} (check COINGECKO_API_KEY and COINGECKO_PLAN)",
+                status=status,
+                code=code,
+            )
+        return classify_answer(status, headers, body, detail=text[:160], code=code)
 
     def _budget_metrics(self) -> None:
         COINGECKO_BUDGET_REMAINING.labels(window="minute").set(self.budget.remaining_minute())
@@ -237,22 +272,16 @@ def _reject(constant: str) -> NoReturn:
     raise ValueError(f"{constant} is not a price")
 
 
-def _explain(response: httpx.Response) -> str:
-    """A clear one-line reason for an error response (never includes the key).
-
-    CoinGecko error bodies look like ``{"status":{"error_code":10011,"error_message":"..."}}``
-    or ``{"error":"..."}``.
-    """
+def _code_message(body: bytes) -> tuple[int | None, str]:
+    """error_code (top level or under "status") and message of a CoinGecko error body."""
     try:
-        body = response.json()
+        parsed = json.loads(body)
     except ValueError:
-        body = {}
-    body = body if isinstance(body, dict) else {}
-    status = body.get("status") if isinstance(body.get("status"), dict) else {}
-    code = status.get("error_code")
-    text = str(status.get("error_message") or body.get("error") or response.text)[:160]
-    if code in WRONG_ROOT:
-        return f"{text} ({WRONG_ROOT[code]} or set COINGECKO_PLAN)"
-    if response.status_code == 401:
-        return f"{text} (check COINGECKO_API_KEY and COINGECKO_PLAN)"
-    return text
+        return None, ""
+    if not isinstance(parsed, dict):
+        return None, ""
+    status = parsed.get("status") if isinstance(parsed.get("status"), dict) else {}
+    code = parsed.get("error_code", status.get("error_code"))
+    text = status.get("error_message") or parsed.get("error_message") or parsed.get("error")
+    code = code if isinstance(code, int) and not isinstance(code, bool) else None
+    return code, str(text or "")

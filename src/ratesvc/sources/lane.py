@@ -15,7 +15,7 @@ import httpx
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
 from ratesvc.domain import Quote, SourceState, SourceStatus, Transport, now_ms
-from ratesvc.errors import RateLimited, SourceError
+from ratesvc.errors import Held, RateLimited, SourceError
 from ratesvc.metrics import (
     SOURCE_ERRORS,
     SOURCE_LAST_TICK,
@@ -107,11 +107,8 @@ class Lane:
             return None
         except _Stale:
             return await self._failed("stale", f"no quote for {self.source.stale_after_s:g}s")
-        except RateLimited as err:
-            delay_s = max(err.retry_after_s or 0.0, self.backoff.next_delay())
-            return await self._failed("rate_limited", f"rate limited: {err}", delay_s, err)
         except SourceError as err:
-            return await self._failed("source", str(err) or type(err).__name__, error=err)
+            return await self._source_error(err)
         except CONNECTION_ERRORS as err:
             return await self._failed("connection", f"{type(err).__name__}: {err}", error=err)
         except Exception as err:  # pylint: disable=broad-exception-caught
@@ -119,6 +116,29 @@ class Lane:
             # feed for good; log the traceback, count it, back off and reconnect
             self.log.exception("unexpected error in source loop")
             return await self._failed("unexpected", f"{type(err).__name__}: {err}", error=err)
+
+    async def _source_error(self, err: SourceError) -> float | None:
+        if isinstance(err, Held):
+            return self._held(err)
+        if isinstance(err, RateLimited):
+            delay_s = max(err.retry_after_s or 0.0, self.backoff.next_delay())
+            reason = f"{err.kind.replace('_', ' ')}: {err}"
+            return await self._failed(err.kind, reason, delay_s, err)
+        return await self._failed(err.kind, str(err) or type(err).__name__, error=err)
+
+    def _held(self, err: Held) -> float | None:
+        """Nothing was sent (the venue's gate is closed): no new failure, wait until it opens."""
+        if self.stop.is_set():
+            return None
+        SOURCE_ERRORS.labels(source=self.source.name, kind=err.kind).inc()
+        delay_s = max(err.retry_after_s or 0.0, self.source.retry_floor_s())
+        self.log.info(
+            "{role}: {reason}; trying again in {delay_s:.1f}s",
+            role=self.role,
+            reason=err,
+            delay_s=delay_s,
+        )
+        return delay_s
 
     async def _connection(self) -> None:
         """Consume one connection until it fails, goes stale (_Stale) or stop is set."""

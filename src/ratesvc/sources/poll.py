@@ -2,8 +2,9 @@
 
 A PollSource paces its own calls, so no restart, retry or wake-up can make it call sooner than
 allowed: the next poll is due `poll_interval_s()` after the previous one (across reconnects too),
-later after failures (exponential) or a Retry-After, and adapters may add limits
-(`next_poll_at()`). Reconnecting and staleness stay in sources/supervise.py.
+later after failures (exponential), never while the venue's gate is closed (a Retry-After, a ban:
+sources/gate.py), and adapters may add limits (`next_poll_at()`). Reconnecting and staleness stay
+in sources/supervise.py.
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ from typing import Any, ClassVar
 import httpx
 
 from ratesvc.domain import Transport, now_ms
-from ratesvc.errors import RateLimited, Unavailable
+from ratesvc.errors import Unavailable
 from ratesvc.sources.base import Frame, Source, first_of
+from ratesvc.sources.gate import Gate
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[Any]]
@@ -33,8 +35,8 @@ class PollSource(Source):
 
     The first poll is at once; each later one when `next_poll_at()` is due: the cadence after the
     previous poll, the cadence x 2**(n-1) (capped at `max_backoff_s`) after n failed polls in a
-    row, never before a Retry-After. `wake()` makes a waiting loop (and a supervise() retry wait)
-    re-evaluate at once, so a new cadence applies immediately.
+    row; never while the gate is closed. `wake()` makes a waiting loop (and a supervise() retry
+    wait) re-evaluate at once, so a new cadence applies immediately.
 
     Args:
         timeout_s: per-request timeout.
@@ -50,21 +52,24 @@ class PollSource(Source):
         stale_after_s: float,
         timeout_s: float = 10.0,
         http_transport: httpx.AsyncBaseTransport | None = None,
+        gate: Gate | None = None,
         clock: Clock = time.monotonic,
         sleep: Sleep = asyncio.sleep,
     ) -> None:
-        super().__init__(stale_after_s=stale_after_s)
+        super().__init__(
+            stale_after_s=stale_after_s,
+            gate=gate or Gate(self.name, clock=clock),  # one clock for pacing and the gate
+            http_transport=http_transport,
+        )
         self.timeout_s = timeout_s
-        self._http_transport = http_transport
         self.clock, self.sleep = clock, sleep
         self._wake = asyncio.Event()
         self.last_poll_at: float | None = None  # clock() when the previous request started
         self.failed_polls = 0  # failed requests in a row
-        self.not_before = -math.inf  # clock() before which no request may start (Retry-After)
 
     @abstractmethod
     async def request(self, client: httpx.AsyncClient) -> httpx.Response:
-        """One poll; raises RateLimited/SourceError for responses that are not data."""
+        """One poll with `client` (from `http_client()`: an error answer raises in there)."""
 
     @abstractmethod
     def poll_interval_s(self) -> float:
@@ -79,15 +84,14 @@ class PollSource(Source):
         return min(interval * factor, max(interval, self.max_backoff_s))
 
     def next_poll_at(self) -> float:
-        """clock() time at which the next request may start (-inf: at once)."""
-        due = self.not_before
-        if self.last_poll_at is not None:
-            due = max(due, self.last_poll_at + self.backoff_s())
-        return due
+        """clock() time at which the next request may start by the cadence (-inf: at once)."""
+        if self.last_poll_at is None:
+            return -math.inf
+        return self.last_poll_at + self.backoff_s()
 
     def retry_floor_s(self) -> float:
-        """How long until the next poll is due (supervise() waits at least this long)."""
-        return max(0.0, self.next_poll_at() - self.clock())
+        """How long until the next poll is due and the gate open (supervise() waits that long)."""
+        return max(super().retry_floor_s(), self.next_poll_at() - self.clock())
 
     def wake(self) -> None:
         """Re-evaluate the cadence at once (interrupts a sleeping poll loop or retry wait)."""
@@ -99,12 +103,11 @@ class PollSource(Source):
 
     async def frames(self) -> AsyncIterator[Frame]:
         """Response bodies of one poll loop."""
+        self._wake.clear()  # this attempt re-reads the cadence: earlier wake-ups are spent
         # Polls are seconds to minutes apart, longer than servers keep idle connections: never
         # reuse one idle past KEEPALIVE_S, or a poll meets a connection the server just closed.
-        async with httpx.AsyncClient(
-            timeout=self.timeout_s,
-            transport=self._http_transport,
-            limits=httpx.Limits(keepalive_expiry=KEEPALIVE_S),
+        async with self.http_client(
+            timeout=self.timeout_s, limits=httpx.Limits(keepalive_expiry=KEEPALIVE_S)
         ) as client:
             while True:
                 await self._wait_until_due()
@@ -112,16 +115,14 @@ class PollSource(Source):
                 yield Frame(response.content, now_ms())
 
     async def _poll(self, client: httpx.AsyncClient) -> httpx.Response:
-        """One request, with the bookkeeping the pacing needs (failures, Retry-After)."""
+        """One request, with the bookkeeping the pacing needs (failures in a row)."""
+        # before anything is counted or spent: while the gate is closed nothing goes out
+        self.gate.check()
         self.last_poll_at = self.clock()
         ok = False
         try:
             response = await self.request(client)
             ok = True
-        except RateLimited as err:
-            if err.retry_after_s is not None:
-                self.not_before = max(self.not_before, self.clock() + err.retry_after_s)
-            raise
         except httpx.TimeoutException as err:
             raise Unavailable(f"timeout after {self.timeout_s:g}s ({type(err).__name__})") from err
         finally:

@@ -98,7 +98,7 @@ async def test_symbol_status_mismatch_for_one_symbol_is_1220(
         ({"symbols": '["BTCUSDT","NOSUCH"]'}, -1121),
         ({"symbols": "BTCUSDT"}, -1100),
         ({"symbol": "BTCUSDT", "symbols": '["BTCUSDT"]'}, -1128),
-        ({"symbol": "BTCUSDT", "symbolStatus": "OPEN"}, -1100),
+        ({"symbol": "BTCUSDT", "symbolStatus": "OPEN"}, -1122),
     ],
 )
 async def test_bad_parameters_are_400_with_binance_codes(

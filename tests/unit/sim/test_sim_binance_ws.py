@@ -118,11 +118,11 @@ async def test_set_property_combined_switches_the_wrapper(sim: SimHandle) -> Non
 async def test_junk_requests_get_error_replies_and_keep_the_connection(sim: SimHandle) -> None:
     async with connect(f"{sim.binance_ws_url}/ws") as ws:
         await ws.send("{not json")
-        assert (await recv_json(ws))["code"] == 3
+        assert (await recv_json(ws))["error"]["code"] == 3
         await ws.send(json.dumps({"method": "NOPE", "id": 1}))
-        assert (await recv_json(ws))["code"] == 2
+        assert (await recv_json(ws))["error"]["code"] == 2
         await ws.send(json.dumps({"method": "GET_PROPERTY", "params": ["x"], "id": 2}))
-        assert await recv_json(ws) == {"code": 0, "msg": "Unknown property", "id": 2}
+        assert await recv_json(ws) == {"error": {"code": 0, "msg": "Unknown property"}, "id": 2}
 
 
 async def test_more_than_five_messages_a_second_disconnects(sim: SimHandle) -> None:

@@ -39,13 +39,24 @@ async def test_simple_price_has_the_documented_shape_with_numbers(
     assert set(body) == {"bitcoin", "ethereum", "tether"}  # unknown ids are omitted
     for entry in body.values():
         assert set(entry) == {"usd", "usd_24h_change", "rub", "rub_24h_change", "last_updated_at"}
-        assert all(isinstance(v, float) for k, v in entry.items() if k != "last_updated_at")
         assert isinstance(entry["last_updated_at"], int)
     assert body["tether"]["usd"] == 1.0003 and body["tether"]["rub"] == 95.5
-    # Defaults are coherent with Binance: BTC/RUB == BTC/USDT (65000) x USDT/RUB.
-    assert body["bitcoin"]["rub"] == 65000 * 95.5
+    # Defaults are coherent with Binance: BTC/RUB == BTC/USDT (65000) x USDT/RUB, a round value
+    # the live API writes as a JSON integer
+    assert body["bitcoin"]["rub"] == 6207500 and isinstance(body["bitcoin"]["rub"], int)
+    assert isinstance(body["bitcoin"]["usd"], float)  # 65019.5
     bare = (await price(http, sim, ids="bitcoin", vs_currencies="usd")).json()
     assert bare == {"bitcoin": {"usd": 65019.5}}
+
+
+async def test_round_prices_are_json_integers_others_floats(
+    sim: SimHandle, http: httpx.AsyncClient, ctl: SimControl
+) -> None:
+    await ctl.set_prices(coingecko={"bitcoin": {"usd": "111813", "rub": "9023457.12"}})
+    raw = (await price(http, sim, ids="bitcoin", vs_currencies="usd,rub")).content
+    assert raw == b'{"bitcoin":{"usd":111813,"rub":9023457.12}}'
+    rounded = await price(http, sim, ids="bitcoin", vs_currencies="rub", precision="0")
+    assert rounded.content == b'{"bitcoin":{"rub":9023457}}'
 
 
 async def test_missing_parameters_are_400(sim: SimHandle, http: httpx.AsyncClient) -> None:
@@ -94,16 +105,45 @@ async def test_cache_option_serves_a_snapshot(
     assert fresh["bitcoin"]["usd"] == 70000
 
 
-async def test_429_has_no_retry_after_unless_asked(
+async def test_429_carries_retry_after_unless_asked_not_to(
     sim: SimHandle, http: httpx.AsyncClient, ctl: SimControl
 ) -> None:
     await ctl.fault("coingecko", "429", count=1)
+    hinted = await price(http, sim, **FULL)
+    assert hinted.status_code == 429 and hinted.headers["retry-after"] == "60"
+    assert hinted.json()["status"]["error_code"] == 429
+    await ctl.fault("coingecko", "429", retry_after_s=None, count=1)
     plain = await price(http, sim, **FULL)
     assert plain.status_code == 429 and "retry-after" not in plain.headers
-    assert plain.json()["status"]["error_code"] == 429
-    await ctl.fault("coingecko", "429", retry_after_s=30, count=1)
-    hinted = await price(http, sim, **FULL)
-    assert hinted.status_code == 429 and hinted.headers["retry-after"] == "30"
+    assert (await price(http, sim, **FULL)).status_code == 200
+
+
+async def test_calls_over_the_per_minute_limit_get_429_with_retry_after(
+    sim: SimHandle, http: httpx.AsyncClient, ctl: SimControl
+) -> None:
+    await ctl.options(coingecko_calls_per_minute=2)
+    statuses = [(await price(http, sim, **FULL)).status_code for _ in range(2)]
+    over = await price(http, sim, **FULL)
+    assert statuses == [200, 200] and over.status_code == 429
+    assert 1 <= int(over.headers["retry-after"]) <= 60
+    assert over.json()["status"]["error_code"] == 429
+    await ctl.options(coingecko_calls_per_minute=0)
+    assert (await price(http, sim, **FULL)).status_code == 200
+
+
+@pytest.mark.parametrize(("code", "flat"), [(10010, 0), (10011, 1)])
+async def test_wrong_root_fault_answers_both_body_shapes(
+    sim: SimHandle, http: httpx.AsyncClient, ctl: SimControl, code: int, flat: int
+) -> None:
+    await ctl.fault("coingecko", "wrong_root", code=code, flat=flat, count=1)
+    answer = await price(http, sim, **FULL)
+    body = answer.json()
+    assert answer.status_code == 400
+    if flat:
+        assert body["error_code"] == code and "timestamp" in body["status"]
+    else:
+        assert body["status"]["error_code"] == code
+    assert "root URL" in body["status"]["error_message"]
     assert (await price(http, sim, **FULL)).status_code == 200
 
 

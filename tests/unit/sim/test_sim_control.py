@@ -29,7 +29,12 @@ async def test_state_reports_prices_faults_options_and_counters(ctl: SimControl)
     }
     assert state["binance"]["BTCRUB"]["status"] == "BREAK"
     assert state["coingecko"]["tether"]["rub"] == 95.5
-    assert state["faults"] == {"binance_ws": [], "binance_rest": [], "coingecko": []}
+    assert state["faults"] == {
+        "binance": [],
+        "binance_ws": [],
+        "binance_rest": [],
+        "coingecko": [],
+    }
     assert state["options"]["book_interval_s"] == 0.1
     assert state["counters"]["binance_ws_open"] == 0
 

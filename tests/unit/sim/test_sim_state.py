@@ -21,7 +21,10 @@ def test_fault_bodies_get_defaults_and_aliases() -> None:
         2,
     )
     cg = parse_fault({"target": "coingecko", "kind": "429"})
-    assert cg.params["retry_after_s"] is None  # CoinGecko documents no Retry-After
+    assert cg.params["retry_after_s"] == 60  # undocumented, but captured 429s carry retry-after
+    ban = parse_fault({"target": "binance", "kind": "418", "duration_s": 60})
+    assert ban.kind == "ban" and ban.params["retry_after"] == 0  # real bans: end in the message
+    assert ban.expires_at == ban.set_at + 60
     garbage = parse_fault({"target": "binance_ws", "kind": "garbage"})
     assert garbage.params == {"count": 3} and garbage.remaining is None
 
@@ -34,6 +37,8 @@ def test_fault_bodies_get_defaults_and_aliases() -> None:
         {"target": "coingecko", "kind": "slow", "delay_s": True},
         {"kind": "slow"},
         {"target": "binance_ws", "kind": "disconnect", "code": 1006},
+        {"target": "coingecko", "kind": "wrong_root", "code": 10012},
+        {"target": "binance", "kind": "ban", "duration_s": -1},
     ],
 )
 def test_bad_fault_bodies_raise_value_error(body: dict) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 from types import TracebackType
 from typing import Self
 
@@ -13,13 +12,9 @@ from ratesvc.domain import Quote, SourceState, SourceStatus, Transport
 from ratesvc.sources.backoff import Backoff
 from ratesvc.sources.base import Source
 from ratesvc.sources.supervise import supervise
+from tests.captured import read_fixture
 
-FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
-
-
-def read_fixture(venue: str, name: str) -> bytes:
-    """The raw bytes of tests/fixtures/<venue>/<name>, trailing newline removed."""
-    return (FIXTURES / venue / name).read_bytes().rstrip(b"\n")
+__all__ = ["ManualClock", "NOV_1_2026", "Supervised", "metric", "read_fixture", "settle"]
 
 
 def metric(name: str, **labels: str) -> float:

@@ -12,10 +12,11 @@ from websockets.exceptions import InvalidStatus
 from websockets.http11 import Response as WsResponse
 
 from ratesvc.domain import Transport
-from ratesvc.errors import ParseError
+from ratesvc.errors import Banned, ParseError, Unavailable
 from ratesvc.sources.backoff import Backoff
 from ratesvc.sources.binance import BinanceOptions, BinanceSource
 from ratesvc.sources.binance_rest import BinanceRestPoller
+from ratesvc.sources.gate import BAN_FLOOR_S, BAN_MARGIN_S, Gate
 from tests.unit.sources.source_helpers import NOV_1_2026, ManualClock, Supervised
 
 BOOK = [
@@ -33,11 +34,13 @@ class Api:
         self.requests: list[httpx.Request] = []
         self.times: list[float] = []
         self.rate_limits: list[dict[str, object]] = []
+        self.info_headers: dict[str, str] = {}
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
         if request.url.path == "/api/v3/exchangeInfo":
             symbols = [{"symbol": s, "status": "TRADING"} for s in ("BTCUSDT", "ETHUSDT")]
-            return httpx.Response(200, json={"symbols": symbols, "rateLimits": self.rate_limits})
+            body = {"symbols": symbols, "rateLimits": self.rate_limits}
+            return httpx.Response(200, json=body, headers=self.info_headers)
         self.requests.append(request)
         self.times.append(self.clock())
         if len(self.responses) > 1:
@@ -52,7 +55,10 @@ class Feed(Supervised):
         clock = ManualClock(wall_start=NOV_1_2026 + 30)
         self.api = Api(clock, *responses)
         opts = BinanceOptions(_env_file=None, rest_url="http://binance.test", **options)
-        self.owner = BinanceSource(opts, http_transport=httpx.MockTransport(self.api))
+        self.gate = Gate("binance", clock=clock, wall_clock=clock.time)
+        self.owner = BinanceSource(
+            opts, http_transport=httpx.MockTransport(self.api), gate=self.gate
+        )
         self.poller = self.owner.rest
         self.poller.clock, self.poller.sleep = clock, clock.sleep
         self.poller.wall_clock = clock.time
@@ -135,6 +141,40 @@ async def test_418_ban_is_honoured() -> None:
     assert feed.api.times == [0, 120, 121]
 
 
+def banned(until_s: float | None, **headers: str) -> httpx.Response:
+    """A 418 ban answer shaped as tests/fixtures/binance/rest_418_ban.json."""
+    msg = "Way too much request weight used; " + (
+        f"IP banned until {int(until_s * 1000)}. " if until_s is not None else ""
+    )
+    body = {"code": -1003, "msg": msg + "Please use WebSocket Streams for live updates."}
+    return httpx.Response(418, json=body, headers={"X-MBX-USED-WEIGHT-1M": "6012", **headers})
+
+
+async def test_418_ban_end_named_in_the_message_is_honoured_without_retry_after() -> None:
+    # the wall clock reads NOV_1_2026 + 30 at the start; the ban ends 60 s later
+    async with Feed(banned(NOV_1_2026 + 90), used(8)) as feed:
+        await feed.manual.advance(63)
+    assert feed.api.times == [0, 60 + BAN_MARGIN_S, 61 + BAN_MARGIN_S]
+
+
+async def test_418_naming_no_end_waits_a_long_floor() -> None:
+    async with Feed(banned(None), used(8)) as feed:
+        await feed.manual.advance(BAN_FLOOR_S - 1)
+        assert feed.api.times == [0]
+        await feed.manual.advance(1)
+    assert feed.api.times == [0, BAN_FLOOR_S]
+
+
+async def test_used_weight_is_read_from_exchange_info_answers_too() -> None:
+    # exchangeInfo (read within the first poll) says the IP used 2998 of the minute, and the
+    # bookTicker answers say nothing: no further call (4) until the minute ends
+    feed = Feed()
+    feed.api.info_headers = {"X-MBX-USED-WEIGHT-1M": "2998"}
+    async with feed:
+        await feed.manual.advance(31)
+    assert feed.api.times == [0, 30, 31]  # wall time 30 s into the minute: 30 s to wait
+
+
 async def test_live_weight_limit_from_exchange_info_is_adopted() -> None:
     async with Feed() as feed:
         feed.api.rate_limits = [
@@ -159,6 +199,11 @@ def test_refused_or_timed_out_handshakes_switch_at_once() -> None:
     source = BinanceSource(BinanceOptions(_env_file=None))
     denied = InvalidStatus(WsResponse(503, "Service Unavailable", Headers()))
     assert source.refused(denied)
+    # _open() raises the venue's error for a denied handshake, caused by the InvalidStatus
+    banned = Banned("HTTP 418", status=418)
+    banned.__cause__ = denied
+    assert source.refused(banned)
+    assert not source.refused(Unavailable("exchangeInfo: HTTP 503", status=503))  # not a handshake
     assert source.refused(ConnectionRefusedError()) and source.refused(TimeoutError())
     assert not source.refused(OSError("reset")) and not source.refused(ParseError("x"))
     assert source.fallback_after_failures == 2

@@ -13,6 +13,7 @@ from ratesvc.domain import SourceState
 from ratesvc.sources.backoff import Backoff
 from ratesvc.sources.budget import MemoryLedger
 from ratesvc.sources.coingecko import CoinGeckoOptions, CoinGeckoSource
+from tests.captured import captured
 from tests.unit.sources.source_helpers import (
     NOV_1_2026,
     ManualClock,
@@ -168,3 +169,15 @@ async def test_a_shared_ledger_is_used_once_wired() -> None:
         poller.coingecko.use_ledger(shared)
         await poller.manual.advance(300)
     assert shared.counts == {"coingecko:2026-11": 1}  # the first call went to the default one
+
+
+async def test_demo_limits_default_to_the_stricter_figure_and_its_429_is_honoured() -> None:
+    # the Demo plan: 30/min and 10,000/month on older pages, 100/min on the current ones
+    defaults = CoinGeckoOptions(_env_file=None)
+    assert (defaults.calls_per_minute, defaults.calls_per_month) == (30, 10_000)
+    fixture = captured("coingecko", "error_rate_limited.json")  # retry-after: 119
+    over = httpx.Response(fixture.status or 0, headers=fixture.headers)
+    async with Poller(over, OK, calls_per_minute=100, active_poll_interval_s=1) as poller:
+        await poller.set_active(True)
+        await poller.manual.advance(122)
+    assert poller.api.times == [0, 119, 120, 121, 122]

@@ -40,6 +40,19 @@ def test_parse_keeps_json_numbers_exact(source: CoinGeckoSource) -> None:
     assert str(parse(source, "simple_price.json")["BTC/USD"].price) == "67187.341234567891234"
 
 
+def test_parse_reads_round_prices_sent_as_json_integers(source: CoinGeckoSource) -> None:
+    quotes = parse(source, "simple_price_integers.json")
+    assert {symbol: str(q.price) for symbol, q in quotes.items()} == {
+        "BTC/USD": "111813",
+        "BTC/RUB": "9023457.12",
+        "ETH/USD": "4301.57",
+        "ETH/RUB": "347112",
+        "USDT/USD": "1",
+        "USDT/RUB": "80.7",
+    }
+    assert quotes["USDT/USD"].ts_ms == 1_757_347_190_000
+
+
 def test_parse_uses_last_updated_at_per_coin(source: CoinGeckoSource) -> None:
     quotes = parse(source, "simple_price.json")
     assert quotes["BTC/RUB"].ts_ms == 1_711_356_300_000

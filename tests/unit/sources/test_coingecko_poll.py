@@ -15,11 +15,12 @@ import pytest
 from loguru import logger
 
 from ratesvc.domain import SourceStatus
-from ratesvc.errors import RateLimited, SourceError, Unavailable
+from ratesvc.errors import Misconfigured, RateLimited, SourceError, Unavailable
 from ratesvc.sources.backoff import Backoff
 from ratesvc.sources.base import Frame
 from ratesvc.sources.coingecko import CoinGeckoOptions, CoinGeckoSource
 from ratesvc.sources.supervise import supervise
+from tests.captured import captured
 from tests.unit.sources.source_helpers import read_fixture
 
 KEY = "CG-s3cr3t-key-value"
@@ -103,6 +104,15 @@ async def test_key_header_follows_the_plan(options: dict[str, object], header: s
             RateLimited,
             None,
         ),
+        (  # as captured: the body of error_rate_limited.json with its retry-after
+            httpx.Response(
+                captured("coingecko", "error_rate_limited.json").status or 0,
+                headers=captured("coingecko", "error_rate_limited.json").headers,
+                content=read_fixture("coingecko", "error_rate_limited.json"),
+            ),
+            RateLimited,
+            119.0,
+        ),
         (httpx.Response(503, text="Service Unavailable"), Unavailable, None),
         (httpx.ReadTimeout("slow"), Unavailable, None),
     ],
@@ -135,6 +145,40 @@ async def test_wrong_root_and_bad_key_explain_the_fix_without_leaking_the_key() 
     assert KEY not in str(caught.value)
     assert lines and not [line for line in lines if KEY in line]
     assert KEY not in repr(source.options)
+
+
+@pytest.mark.parametrize(
+    ("name", "code", "options", "root", "header"),
+    [
+        # nested body: a demo key went to the pro root
+        (
+            "error_wrong_root.json",
+            10011,
+            {"api_url": "https://pro-api.coingecko.com/api/v3", "plan": "pro"},
+            "COINGECKO_API_URL=https://api.coingecko.com/api/v3",
+            "x-cg-demo-api-key",
+        ),
+        # flat body: a pro key went to the demo root
+        (
+            "error_wrong_root_flat.json",
+            10010,
+            {},
+            "COINGECKO_API_URL=https://pro-api.coingecko.com/api/v3",
+            "x-cg-pro-api-key",
+        ),
+    ],
+)
+async def test_wrong_root_in_either_body_shape_names_the_root_and_key_header(
+    name: str, code: int, options: dict[str, object], root: str, header: str
+) -> None:
+    fixture = captured("coingecko", name)
+    response = httpx.Response(fixture.status or 0, content=fixture.raw)
+    with pytest.raises(Misconfigured) as caught:
+        await first_frame(make_source(Api(response), api_key=KEY, **options))
+    message = str(caught.value)
+    assert caught.value.code == code and f"CoinGecko error {code}" in message
+    assert root in message and f"in the {header} header" in message
+    assert "sent: x-cg-" in message and KEY not in message
 
 
 async def _supervise_briefly(source: CoinGeckoSource) -> None:

@@ -12,7 +12,7 @@ from decimal import Decimal
 import pytest
 
 from ratesvc.domain import Quote, SourceState, SourceStatus
-from ratesvc.errors import ParseError, RateLimited, SourceError
+from ratesvc.errors import Held, ParseError, RateLimited, SourceError
 from ratesvc.sources.backoff import Backoff
 from ratesvc.sources.base import Frame, Source
 from ratesvc.sources.supervise import supervise
@@ -154,6 +154,20 @@ async def test_rate_limited_waits_at_least_retry_after() -> None:
     assert second - first >= 30
     assert harness.statuses[0].state == SourceState.DOWN
     assert "rate limited" in harness.statuses[0].reason
+
+
+async def test_a_held_attempt_sent_nothing_so_it_is_no_new_failure() -> None:
+    held_before = metric("ratesvc_source_errors_total", source="fake", kind="held")
+    harness = await Harness(
+        [OSError("refused")],
+        [Held("no request sent: fake is held 30s more", retry_after_s=30)],
+        ["1", STOP],
+    ).run()
+    opened_at = harness.source.opened_at
+    assert opened_at[2] - opened_at[1] >= 30  # waited for the gate
+    assert harness.backoff.delays == [1]  # the backoff did not grow for it
+    assert harness.states == [SourceState.DOWN, SourceState.UP]  # and nothing new was reported
+    assert metric("ratesvc_source_errors_total", source="fake", kind="held") == held_before + 1
 
 
 async def test_rate_limited_without_retry_after_uses_backoff() -> None:
