@@ -60,6 +60,14 @@ PERSISTER_ERRORS = Counter("ratesvc_persister_errors_total", "Failed batches (re
 PERSISTER_PRUNED = Counter("ratesvc_persister_pruned_rows_total", "Rows removed by retention")
 STREAM_LENGTH = Gauge("ratesvc_stream_length", "Entries in ratesvc:ticks")
 STREAM_PENDING = Gauge("ratesvc_stream_pending", "Entries pending in the persister group")
+STREAM_MAX_LENGTH = Gauge(
+    "ratesvc_stream_max_length", "The stream's hard cap (STREAM_MAXLEN): past it history is lost"
+)
+STREAM_TRIMMED = Counter(
+    "ratesvc_stream_trimmed_entries_total", "Stored entries trimmed from ratesvc:ticks"
+)
+REDIS_USED_MEMORY = Gauge("ratesvc_redis_used_memory_bytes", "Redis INFO used_memory")
+REDIS_MAXMEMORY = Gauge("ratesvc_redis_maxmemory_bytes", "Redis maxmemory (0: no limit)")
 
 # --- API
 API_SNAPSHOT_VERSION = Gauge("ratesvc_api_snapshot_version", "Version of the worker's snapshot")

@@ -91,7 +91,13 @@ class Settings(BaseSettings):
     usdterc_adjust_pct: float = Field(0.0, ge=-50, le=50)
     backoff_initial_s: float = Field(1.0, gt=0, le=60)
     backoff_max_s: float = Field(60.0, gt=0, le=3600)
-    stream_maxlen: int = Field(100_000, ge=1_000)
+    # The stream's hard cap (about 240 bytes of Redis memory per entry): the persister trims what
+    # it has stored, so the stream only grows this long while Postgres is away; past it the oldest
+    # entries go, stored or not (docs/deployment.md, "Redis memory")
+    stream_maxlen: int = Field(1_000_000, ge=1_000)
+    # Stored entries younger than this stay in the stream (API workers following a little behind)
+    stream_keep_s: float = Field(600.0, ge=0)
+    stream_trim_interval_s: float = Field(5.0, gt=0, le=3600)
     collector_metrics_port: int = Field(9101, ge=0, le=65535)
     # hot standby: the collector holding the Redis lease publishes; unset id = <hostname>-<pid>
     collector_lease_ms: int = Field(3_000, ge=100, le=600_000)

@@ -22,6 +22,12 @@ def from_json(raw: str | bytes) -> dict[str, str]:
     return orjson.loads(raw)
 
 
+def stream_id_key(entry_id: str) -> tuple[int, int]:
+    """Sort key of a stream id ``<ms>-<seq>``: ids compare as number pairs, not as text."""
+    millis, _, seq = entry_id.partition("-")
+    return int(millis), int(seq or 0)
+
+
 def decode_entry(fields: dict[str, str]) -> Event:
     """Decode one raw stream entry. Raises one of DECODE_ERRORS on junk."""
     return event_from_fields(fields)

@@ -8,8 +8,8 @@ from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 from redis.exceptions import ResponseError
 
-from ratesvc.bus.codec import Entry
-from ratesvc.bus.keys import DEAD_LETTER, GROUP, STREAM
+from ratesvc.bus.codec import Entry, stream_id_key
+from ratesvc.bus.keys import DEAD_LETTER, DEAD_LETTER_MAXLEN, GROUP, STREAM
 
 
 class GroupMixin:
@@ -94,11 +94,39 @@ class GroupMixin:
         return int(await self.redis.xack(STREAM, GROUP, *ids))
 
     async def dead_letter(self, entry_id: str, fields: dict[str, str], *, reason: str) -> None:
-        """Move a poison entry to the dead-letter stream and ack it, atomically."""
+        """Move a poison entry to the dead-letter stream and ack it, atomically.
+
+        The dead-letter stream keeps its newest DEAD_LETTER_MAXLEN entries (about) at most.
+        """
+        entry = {**fields, "_origin_id": entry_id, "_reason": reason[:500]}
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.xadd(DEAD_LETTER, {**fields, "_origin_id": entry_id, "_reason": reason[:500]})
+            pipe.xadd(DEAD_LETTER, entry, maxlen=DEAD_LETTER_MAXLEN, approximate=True)
             pipe.xack(STREAM, GROUP, entry_id)
             await pipe.execute()
+
+    async def trim_persisted(self, *, keep_after_ms: int) -> int:
+        """Trim the stream up to the persister group's position, never past it; entries removed.
+
+        Everything before the group's first pending entry (or, with nothing pending, its last
+        delivered one) is acknowledged, so stored: XTRIM MINID removes only those, and only those
+        older than `keep_after_ms` (epoch ms), so API workers that follow a little behind still
+        find their entries. With no group yet, nothing is trimmed. The group only moves forward
+        between the reads and the XTRIM, so a concurrent delivery can never be trimmed.
+        """
+        try:
+            groups = await self.redis.xinfo_groups(STREAM)
+        except ResponseError:  # no stream yet
+            return 0
+        group = next((g for g in groups if str(g["name"]) == GROUP), None)
+        if group is None:
+            return 0
+        safe = str(group["last-delivered-id"])
+        if int(group["pending"]):
+            summary = await self.redis.xpending(STREAM, GROUP)
+            if summary["min"]:
+                safe = min(safe, str(summary["min"]), key=stream_id_key)
+        minid = min(safe, f"{keep_after_ms}-0", key=stream_id_key)
+        return int(await self.redis.xtrim(STREAM, minid=minid, approximate=True))
 
     async def drop_idle_consumers(self, *, keep: str, min_idle_ms: int) -> list[str]:
         """Delete the group's consumers idle for `min_idle_ms` with nothing pending; their names.
@@ -118,6 +146,11 @@ class GroupMixin:
             if await self._drop_consumer(keys=[STREAM], args=[GROUP, name]):
                 dropped.append(name)
         return dropped
+
+    async def memory(self) -> tuple[int, int]:
+        """(used_memory, maxmemory) of the Redis server, in bytes (maxmemory 0: no limit)."""
+        info = await self.redis.info("memory")
+        return int(info.get("used_memory", 0)), int(info.get("maxmemory", 0))
 
     async def group_info(self) -> tuple[int, int]:
         """(stream length, entries pending in the persister group) for metrics."""

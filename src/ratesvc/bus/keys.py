@@ -2,6 +2,7 @@
 
 STREAM = "ratesvc:ticks"
 DEAD_LETTER = "ratesvc:ticks:dead"
+DEAD_LETTER_MAXLEN = 10_000  # the dead-letter stream keeps about this many newest entries
 LATEST = "ratesvc:latest"  # hash: "exchanger:direction" -> tick fields as JSON
 STATUS = "ratesvc:status"  # hash: source -> status fields as JSON
 GROUP = "persister"

@@ -3,8 +3,8 @@
 Reads the persister consumer group, commits ticks and source events in one transaction and XACKs
 only after the commit; entries a dead consumer left pending are claimed; poison goes to the dead
 letter. Postgres or Redis down: back off and retry the same batch (it stays pending, nothing is
-lost). Housekeeping runs beside it: retention pruning, and deleting the group consumers of
-processes gone for good.
+lost). Beside it: trimming the stream up to what is stored (never past it), retention pruning,
+and deleting the group consumers of processes gone for good.
 """
 
 from __future__ import annotations
@@ -24,8 +24,12 @@ from ratesvc.metrics import (
     PERSISTER_CLAIMED,
     PERSISTER_ERRORS,
     PERSISTER_PRUNED,
+    REDIS_MAXMEMORY,
+    REDIS_USED_MEMORY,
     STREAM_LENGTH,
+    STREAM_MAX_LENGTH,
     STREAM_PENDING,
+    STREAM_TRIMMED,
 )
 from ratesvc.settings import Settings, reveal
 from ratesvc.store.db import DB_ERRORS, open_db
@@ -97,14 +101,17 @@ class Persister:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Persist until `stop` is set; housekeeping is cancelled when persisting ends."""
-        housekeeping = asyncio.create_task(
-            self._housekeeping_forever(stop), name="persister-housekeeping"
-        )
+        STREAM_MAX_LENGTH.set(self.options.stream_maxlen)
+        beside = [
+            asyncio.create_task(self._housekeeping_forever(stop), name="persister-housekeeping"),
+            asyncio.create_task(self._trim_forever(stop), name="persister-trim"),
+        ]
         try:
             await self._persist_forever(stop)
         finally:
-            housekeeping.cancel()
-            await asyncio.wait([housekeeping])
+            for task in beside:
+                task.cancel()
+            await asyncio.wait(beside)
 
     async def _persist_forever(self, stop: asyncio.Event) -> None:
         self.log.info("persister started")
@@ -209,6 +216,23 @@ class Persister:
             await self._prune_history()
             await self._drop_gone_consumers()
             await sleep_unless(stop, self.options.retention_interval_s)
+
+    async def _trim_forever(self, stop: asyncio.Event) -> None:
+        """Every trim_interval_s: trim what is stored from the stream, export Redis memory."""
+        while not stop.is_set():
+            await sleep_unless(stop, self.options.trim_interval_s)
+            try:
+                keep_after_ms = now_ms() - int(self.options.stream_keep_s * 1000)
+                STREAM_TRIMMED.inc(await self.bus.trim_persisted(keep_after_ms=keep_after_ms))
+                used, limit = await self.bus.memory()
+                REDIS_USED_MEMORY.set(used)
+                REDIS_MAXMEMORY.set(limit)
+            except RedisError as err:
+                self.log.debug("stream trim skipped: {err}", err=describe(err))
+            # The loop's one broad except: trimming must never stop the persister.
+            except Exception:  # pylint: disable=broad-exception-caught
+                self.log.exception("stream trim failed")
+                PERSISTER_ERRORS.inc()
 
     async def _prune_history(self) -> None:
         """Delete history older than retention_days."""
