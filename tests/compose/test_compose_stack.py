@@ -181,12 +181,29 @@ class Rig:
         self.wait_served(self.move_btc())
         REPORT.log(f"  (stack healthy again after {time.monotonic() - began:.1f} s)")
 
+    def error_lines(self) -> dict[str, int]:
+        """Distinct ERROR / CRITICAL log lines of the running containers -> how often."""
+        found: dict[str, int] = {}
+        for line in self.stack.logs(tail=100_000).splitlines():
+            service, _, message = line.partition("|")
+            if " ERROR " in message or " CRITICAL " in message:
+                key = f"{service.strip()}: {message.split(maxsplit=3)[-1][:160]}"
+                found[key] = found.get(key, 0) + 1
+        return found
+
     def failure_context(self) -> str:
         """Service states and recent logs, for an assertion message."""
         states = ", ".join(
             f"{c['Name']}={c['State']}/{c.get('Health') or '-'}" for c in self.stack.containers()
         )
         return f"\nservices: {states}\n{self.stack.logs(tail=30)[-6000:]}"
+
+
+def report_errors(rig: Rig, since: str) -> None:
+    """Report the ERROR lines the containers logged (product issues seen under compose)."""
+    errors = rig.error_lines()
+    lines = "; ".join(f"{n} x {line}" for line, n in sorted(errors.items())) or "none"
+    REPORT.figure(f"ERROR log lines since {since}", lines)
 
 
 def failures(answers: list[Answer]) -> list[Answer]:
@@ -263,9 +280,13 @@ def rig_fixture(stack: ComposeStack) -> Iterator[Rig]:
             f"{seconds(max(0.0, first.at - began))} after up --wait",
         )
         yield rig
+        report_errors(rig, "the down/up")
     finally:
         poller.stop()
-        REPORT.figure("request loop, whole run", summary(poller.answers))
+        REPORT.figure(
+            "request loop, whole run (the deliberate down/up outage included)",
+            summary(poller.answers),
+        )
         for client in (rig.api, rig.sim, rig.stats):
             client.close()
 
@@ -455,17 +476,20 @@ def test_the_standby_collector_takes_over_when_the_active_one_is_killed(rig):
 
 def test_down_and_up_keep_the_history(rig):
     rig.healthy()
+    report_errors(rig, "start")
     rows_before = rig.rows()
+    mark = rig.poller.mark()
     began = time.monotonic()
     rig.stack.down(volumes=False)
     down_s = time.monotonic() - began
     began = time.monotonic()
     rig.stack.up()
     up_s = time.monotonic() - began
-    mark = rig.poller.mark()
+    up_mark = rig.poller.mark()
     first = rig.poller.wait_for(
-        lambda a: a.fresh, after=mark, timeout_s=SERVED_TIMEOUT_S, what="eight fresh after up"
+        lambda a: a.fresh, after=up_mark, timeout_s=SERVED_TIMEOUT_S, what="eight fresh after up"
     )
+    outage = rig.poller.since(mark, up_mark)
     rows_after_up = rig.rows()
     assert rows_after_up >= rows_before, f"history lost: {rows_before} -> {rows_after_up}"
     price = rig.move_btc()
@@ -475,7 +499,8 @@ def test_down_and_up_keep_the_history(rig):
         "compose down + up (volumes kept)",
         f"down {seconds(down_s)}, up --wait {seconds(up_s)}, first fresh answer "
         f"{seconds(max(0.0, first.at - began - up_s))} after; rows {rows_before} -> "
-        f"{rows_after_up} after up -> {rig.rows()} after a price change",
+        f"{rows_after_up} after up -> {rig.rows()} after a price change; the request loop "
+        f"meanwhile (a deliberate outage): {summary(outage)}",
     )
     assert rig.rows() > rows_after_up
 
