@@ -3,9 +3,10 @@ docker-compose.sim.yml up --build`), from Python: a fresh copy of the project, a
 name, free published ports.
 
 `open_stack` does the whole cycle and times each step: engine (testkit/engine.py), base images
-(real ones where a registry or the engine has them, else stand-ins, testkit/standins), `compose
-build`, `compose up --wait`, and at the end `compose down -v`. Grafana has no stand-in: where its
-image cannot be had, every other service runs and `ComposeStack.not_started` says so.
+(the real ones on a running engine that has or can pull them; else a private engine with
+stand-ins, testkit/standins), `compose build`, `compose up --wait`, and at the end `compose down
+-v`. Grafana has no stand-in: where its image cannot be had, every other service runs and
+`ComposeStack.not_started` says so.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from testkit.engine import (
     start_private_engine,
     stop_private_engine,
 )
-from testkit.standins import STANDINS, StandinBuilder, try_pull
+from testkit.standins import STANDINS, StandinBuilder, is_real, try_pull
 
 COMPOSE_FILES = ("docker-compose.yml", "docker-compose.sim.yml")
 PROJECT_PREFIX = "ratesvc-test-"
@@ -251,14 +252,18 @@ def _needed_images(stack: ComposeStack, dockerfile: Path) -> dict[str, str]:
 
 
 def _provide_images(stack: ComposeStack, root: Path, log: Log) -> bool:
-    """Real images where the engine has or can pull them, stand-ins for the rest, Grafana or not.
+    """Real images where the engine has them (a running engine also pulls), stand-ins for the
+    missing base images in a private engine, and Grafana only where its real image is there.
 
-    False when a base image is missing and this engine may not get stand-ins (not private).
+    A private engine never pulls: it has no NAT, so the Dockerfile's `pip install` could not
+    reach an index from the real python image anyway; it is the stand-ins' world. False when a
+    running engine lacks a base image it cannot pull (stand-ins never go into it).
     """
     began = time.monotonic()
     missing = []
     for image, service in _needed_images(stack, stack.project_dir / "Dockerfile").items():
-        if try_pull(stack.engine, image):
+        engine = stack.engine
+        if is_real(engine, image) or (not engine.private and try_pull(engine, image)):
             continue
         if image in STANDINS:
             missing.append(image)
