@@ -329,7 +329,9 @@ def open_stack(root: Path, workdir: Path, *, log: Log = print) -> Iterator[Compo
                 with contextlib.suppress(RuntimeError, subprocess.TimeoutExpired):
                     stack.down(volumes=True)
             if engine.private:
+                # Superseded builds, a day on. Not at once: the Dockerfile's builder stage is
+                # untagged ("dangling") too, and it is the cache that makes a rebuild take 1 s.
                 with contextlib.suppress(RuntimeError, subprocess.TimeoutExpired):
-                    engine.run("image", "prune", "--force", timeout_s=300)
+                    engine.run("image", "prune", "--force", "--filter", "until=24h", timeout_s=300)
                     engine.run("container", "prune", "--force", timeout_s=120)
             stop_private_engine(engine)
