@@ -34,14 +34,15 @@ test: install
 	$(BIN)/python -m pytest
 
 lint: install
-	$(BIN)/black --check --diff src tests aerich_migrations bench locust
-	$(BIN)/isort --check-only --diff src tests aerich_migrations bench locust
+	$(BIN)/black --check --diff src tests testkit aerich_migrations bench locust
+	$(BIN)/isort --check-only --diff src tests testkit aerich_migrations bench locust
 	$(BIN)/pylint src/ratesvc
 	$(BIN)/pylint --disable=$(TEST_PYLINT_OFF) tests bench locust/*.py
+	$(BIN)/pylint testkit
 
 format: install
-	$(BIN)/isort src tests aerich_migrations bench locust
-	$(BIN)/black src tests aerich_migrations bench locust
+	$(BIN)/isort src tests testkit aerich_migrations bench locust
+	$(BIN)/black src tests testkit aerich_migrations bench locust
 
 up:
 	docker compose up --build -d

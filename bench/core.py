@@ -32,7 +32,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "src")]
 
 # pylint: disable=wrong-import-position
 from ratesvc.embedded import free_port  # noqa: E402
-from tests.procs import Daemon  # noqa: E402
+from testkit.procs import Daemon  # noqa: E402
 
 
 def time_to_eight(env: dict[str, str], port: int, workdir: Path) -> tuple[float, Daemon]:

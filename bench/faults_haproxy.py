@@ -17,7 +17,7 @@ import httpx
 from faults_common import ROOT, Ctx, Row
 from faults_stack import secs, until, wait_for
 
-from tests.procs import Daemon
+from testkit.procs import Daemon
 
 HOSTS = ("127.0.0.2", "127.0.0.3")
 MAX_REQUESTS = 50_000

@@ -31,6 +31,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "src")]
 
 # pylint: disable=wrong-import-position
 from ratesvc.embedded import EmbeddedPostgres, EmbeddedRedis  # noqa: E402
+from testkit.procs import Daemon  # noqa: E402
 from tests.deploy.native import (  # noqa: E402
     HAPROXY_CFG,
     StaticDns,
@@ -38,7 +39,6 @@ from tests.deploy.native import (  # noqa: E402
     parse_metrics,
 )
 from tests.e2e.harness import PRICES  # noqa: E402
-from tests.procs import Daemon  # noqa: E402
 
 WORKER_HOSTS = ("127.0.0.2", "127.0.0.3")
 START_TIMEOUT_S = 90.0

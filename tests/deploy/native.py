@@ -25,8 +25,8 @@ from typing import Any
 import pytest
 import yaml
 
-# Daemon lives in tests/procs.py (shared with the e2e harness and bench/); importable from here too.
-from tests.procs import Daemon  # noqa: F401  pylint: disable=unused-import
+# Daemon lives in testkit/procs.py (shared with the e2e harness and bench/); importable here too.
+from testkit.procs import Daemon  # noqa: F401  pylint: disable=unused-import
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"

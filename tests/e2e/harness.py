@@ -17,7 +17,7 @@ import pytest
 import redis as redis_sync
 
 from ratesvc.embedded import free_port
-from tests.procs import Daemon
+from testkit.procs import Daemon
 
 START_TIMEOUT_S = 60.0
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from testkit.procs import process_alive, process_table, tree_and_matching
 from tests.e2e.harness import Sim, all_served, service_env, start_service, wait_until
-from tests.procs import process_alive, process_table, tree_and_matching
 
 pytestmark = pytest.mark.e2e
 

@@ -12,8 +12,8 @@ import pytest
 
 from ratesvc.domain import DIRECTIONS
 from ratesvc.embedded import free_port
+from testkit.procs import Daemon, process_alive, process_table, tree_and_matching
 from tests.e2e.harness import Service, wait_until
-from tests.procs import Daemon, process_alive, process_table, tree_and_matching
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
