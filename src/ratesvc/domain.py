@@ -207,6 +207,12 @@ class SourceStatus:
             "blocked_ms": str(self.blocked_ms),
         }
 
+    @property
+    def event_id(self) -> str:
+        """Deterministic id (the idempotency key of stored events, like RateTick.tick_id)."""
+        raw = f"{self.source}|{self.state}|{self.ts_ms}|{self.transport}|{self.reason}".encode()
+        return hashlib.blake2b(raw, digest_size=16).hexdigest()
+
     @classmethod
     def from_fields(cls, fields: dict) -> SourceStatus:
         """Inverse of to_fields. Raises KeyError/ValueError."""

@@ -84,7 +84,10 @@ async def test_a_ban_draws_one_request_from_both_transports(
         held_before = errors("held")
         await ctl.fault("binance", "ban", duration_s=BAN_S)  # closes the stream too
         await eventually(lambda: sim.state.counters["binance_requests_while_banned"] == 1, WAIT_S)
-        banned_until = metric("ratesvc_source_banned_until_timestamp_seconds", source="binance")
+        # the simulator counted its 418 before the client has read it: wait for the gauge
+        gauge = "ratesvc_source_banned_until_timestamp_seconds"
+        await eventually(lambda: metric(gauge, source="binance") > 0, WAIT_S)
+        banned_until = metric(gauge, source="binance")
         assert banned_until >= time.time() + 1  # the ban's end (+ margin) from the message
         # the other transport tried too, and sent nothing
         await eventually(lambda: errors("held") > held_before, WAIT_S)

@@ -76,6 +76,16 @@ async def test_latest_of_an_empty_history_is_empty(repo: RateRepository, migrate
         assert not await RateRepository().latest_ticks()
 
 
+async def test_the_same_status_event_published_twice_is_stored_once(repo: RateRepository) -> None:
+    """A publish retried after its reply was lost: two stream entries, one event, one row."""
+    down = SourceStatus("binance", SourceState.DOWN, 1_000, Transport.WS, "socket closed")
+    assert await repo.save_events([("1-0", down)]) == 1
+    assert await repo.save_events([("1-5", down)]) == 0
+    again = SourceStatus("binance", SourceState.DOWN, 1_001, Transport.WS, "socket closed")
+    assert await repo.save_events([("2-0", again)]) == 1  # a later DOWN is another event
+    assert await repo.count_events() == 2
+
+
 async def test_prune_removes_only_old_rows_in_batches(repo: RateRepository) -> None:
     """Rows older than the cutoff go, several batches of `batch_rows`; the rest stay."""
     old = [(f"{i}-0", make_tick(f"1.{i}", 1_000 + i)) for i in range(10)]

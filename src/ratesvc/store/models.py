@@ -57,7 +57,7 @@ class RateRow(Model):
 
 
 class SourceEventRow(Model):
-    """One up/down/stale event of a source (table ``source_event``), unique per stream entry."""
+    """One up/down/stale event of a source (table ``source_event``), unique per event id."""
 
     id = fields.BigIntField(primary_key=True)
     source = fields.CharField(max_length=32)
@@ -66,11 +66,14 @@ class SourceEventRow(Model):
     reason = fields.TextField()
     ts_ms = fields.BigIntField()
     stream_id = fields.CharField(max_length=STREAM_ID_LENGTH, unique=True)
+    # SourceStatus.event_id: the same event published twice (a retried publish whose reply was
+    # lost) is stored once. NULL only on rows stored before the column existed.
+    event_id = FixedCharField(max_length=32, unique=True, null=True)
     created_at = fields.DatetimeField(auto_now_add=True, db_default=Now())
 
     class Meta:
         """Table name and the (source, ts_ms) index: latest per source, retention per source."""
 
         table = "source_event"
-        table_description = "Source health history: up/down/stale events (idempotent on stream_id)"
+        table_description = "Source health history: up/down/stale events (idempotent on event_id)"
         indexes = (Index(fields=("source", "ts_ms"), name="source_event_source_ts_idx"),)

@@ -32,11 +32,14 @@ WITH inserted AS (
 SELECT count(*) FROM inserted
 """
 
+# No conflict target: a row whose event_id (the same event published twice) or stream_id (the same
+# entry delivered twice) is already stored is skipped.
 _INSERT_EVENTS = """
 WITH inserted AS (
-    INSERT INTO source_event (source, state, transport, reason, ts_ms, stream_id)
-    SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::text[])
-    ON CONFLICT (stream_id) DO NOTHING
+    INSERT INTO source_event (source, state, transport, reason, ts_ms, stream_id, event_id)
+    SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::text[],
+                         $7::text[])
+    ON CONFLICT DO NOTHING
     RETURNING 1
 )
 SELECT count(*) FROM inserted
@@ -149,7 +152,8 @@ class RateRepository:
         if not items:
             return 0
         rows = [
-            (s.source, str(s.state), str(s.transport), s.reason, s.ts_ms, sid) for sid, s in items
+            (s.source, str(s.state), str(s.transport), s.reason, s.ts_ms, sid, s.event_id)
+            for sid, s in items
         ]
         async with self._connection() as conn:
             return int(await conn.fetchval(_INSERT_EVENTS, *_columns(rows)))
