@@ -235,7 +235,7 @@ def main() -> int:
         and figures.events == batches
         and figures.dead == 0
     )
-    write_report(figures, ok, "python bench/long_outage.py " + " ".join(sys.argv[1:]))
+    write_report(figures, ok, " ".join(["python bench/long_outage.py", *sys.argv[1:]]))
     print(REPORT.read_text(encoding="utf-8"))
     shutil.rmtree(workdir, ignore_errors=True)
     return 0 if ok else 1
