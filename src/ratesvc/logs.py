@@ -66,9 +66,7 @@ class InterceptHandler(logging.Handler):
         message, exc_info = record.getMessage(), record.exc_info
         abandoned = record.name == "asyncio" and message.startswith(_ABANDONED)
         brief = (
-            connection_failure(exc_info)
-            if record.levelno < logging.ERROR or abandoned
-            else None
+            connection_failure(exc_info) if record.levelno < logging.ERROR or abandoned else None
         )
         if brief:
             message, exc_info = f"{message} ({brief})", None
