@@ -30,6 +30,9 @@ _QUIET = {
 }
 
 
+# asyncio's report of a future whose exception nobody retrieved.
+_ABANDONED = "Future exception was never retrieved"
+
 # Connection failures that asyncpg raises besides OSError (refused, reset, timed out, DNS).
 _CONNECTION_ERRORS = {"CannotConnectNowError", "ConnectionDoesNotExistError"}
 
@@ -61,9 +64,16 @@ class InterceptHandler(logging.Handler):
         while frame is not None and frame.f_code.co_filename == logging.__file__:
             frame, depth = frame.f_back, depth + 1
         message, exc_info = record.getMessage(), record.exc_info
-        brief = connection_failure(exc_info) if record.levelno < logging.ERROR else None
+        abandoned = record.name == "asyncio" and message.startswith(_ABANDONED)
+        brief = (
+            connection_failure(exc_info) if record.levelno < logging.ERROR or abandoned else None
+        )
         if brief:
             message, exc_info = f"{message} ({brief})", None
+            if abandoned:
+                # A connection attempt given up on by its timeout (Redis's host name not resolving
+                # while its container is stopped, say) failed later: no one was waiting for it.
+                level, message = "WARNING", f"an abandoned connection attempt failed ({brief})"
         logger.opt(depth=depth, exception=exc_info).log(level, message)
 
 

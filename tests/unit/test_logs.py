@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import logging
+import socket
 from collections.abc import Iterator
 
 import pytest
@@ -51,3 +54,31 @@ def test_other_library_warnings_and_errors_keep_their_traceback(lines: list[str]
     logging.getLogger("somelib").error("gave up", exc_info=refused)
     assert len(lines) == 2
     assert all("Traceback" in line for line in lines)
+
+
+def abandon(exc: BaseException) -> None:
+    """What a timed-out connect leaves behind: a future whose exception nobody retrieves."""
+
+    async def leave() -> None:
+        future = asyncio.get_running_loop().create_future()
+        future.set_exception(raised(exc))
+        del future
+        gc.collect()  # asyncio reports the unretrieved exception when the future is collected
+
+    asyncio.run(leave())
+
+
+def test_a_connection_attempt_abandoned_by_its_timeout_is_one_warning(lines: list[str]) -> None:
+    abandon(socket.gaierror(-3, "Temporary failure in name resolution"))
+    assert [line.rstrip("\n") for line in lines] == [
+        "WARNING an abandoned connection attempt failed "
+        "(gaierror: [Errno -3] Temporary failure in name resolution)"
+    ]
+
+
+def test_any_other_unretrieved_exception_stays_an_error_with_its_traceback(
+    lines: list[str],
+) -> None:
+    abandon(KeyError("price"))
+    (line,) = lines
+    assert line.startswith("ERROR Future exception was never retrieved") and "Traceback" in line
