@@ -54,7 +54,7 @@ class Balancer:
 
     def __init__(self, ctx: Ctx) -> None:
         # pylint: disable=import-outside-toplevel  # tests/ is needed by this scenario only
-        from tests.deploy.native import free_tcp_port
+        from testkit.net import free_tcp_port
 
         self.stack = ctx.stack
         self.port = free_tcp_port(*HOSTS)
@@ -94,7 +94,7 @@ class Balancer:
 
     def _metrics(self) -> dict:
         # pylint: disable=import-outside-toplevel
-        from tests.deploy.native import parse_metrics
+        from testkit.net import parse_metrics
 
         return parse_metrics(self.stats.get("/metrics").text)
 
@@ -123,7 +123,7 @@ class Balancer:
 def s12_api_worker(ctx: Ctx, row: Row) -> None:
     """SIGKILL one of two API workers behind HAProxy: no failed request; DOWN, then back UP."""
     # pylint: disable=import-outside-toplevel  # tests/ is needed by this scenario only
-    from tests.deploy.native import StaticDns
+    from testkit.net import StaticDns
 
     balancer = Balancer(ctx)
     try:

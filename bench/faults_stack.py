@@ -23,8 +23,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from ratesvc.bus import GROUP, STREAM
 from ratesvc.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
+from testkit.market import PRICES  # the prices the e2e tests expect, one definition
 from testkit.procs import Daemon
-from tests.e2e.harness import PRICES  # the prices the e2e tests expect, one definition
 
 START_TIMEOUT_S = 90.0
 # The service's defaults, except the CoinGecko cadence (stated in the report).

@@ -31,15 +31,11 @@ sys.path[:0] = [str(ROOT), str(ROOT / "src")]
 
 # pylint: disable=wrong-import-position
 from ratesvc.embedded import EmbeddedPostgres, EmbeddedRedis  # noqa: E402
+from testkit.market import PRICES  # noqa: E402
+from testkit.net import StaticDns, free_tcp_port, parse_metrics  # noqa: E402
 from testkit.procs import Daemon  # noqa: E402
-from tests.deploy.native import (  # noqa: E402
-    HAPROXY_CFG,
-    StaticDns,
-    free_tcp_port,
-    parse_metrics,
-)
-from tests.e2e.harness import PRICES  # noqa: E402
 
+HAPROXY_CFG = ROOT / "haproxy" / "haproxy.cfg"
 WORKER_HOSTS = ("127.0.0.2", "127.0.0.3")
 START_TIMEOUT_S = 90.0
 
