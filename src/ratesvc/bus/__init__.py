@@ -11,7 +11,7 @@ scripts.py   the Lua scripts (lease, fenced publish, safe consumer drop)
 lease.py     the collector lease and its fencing token
 stream.py    publish (collector) and follow (API mirrors)
 group.py     the persister's consumer group
-ledger.py    the monthly call ledger
+ledger.py    the call ledger of metered APIs (counts, schedule, last answer)
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from ratesvc.bus.keys import (
     LATEST,
     LEASE,
     LEASE_TERM,
+    METERED,
     STATUS,
     STREAM,
     TERM_FIELD,
@@ -52,6 +53,7 @@ __all__ = [
     "LATEST",
     "LEASE",
     "LEASE_TERM",
+    "METERED",
     "STATUS",
     "STREAM",
     "TERM_FIELD",

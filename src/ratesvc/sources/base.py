@@ -97,6 +97,10 @@ class Source(ABC):
     def set_active(self, active: bool) -> None:
         """Told by the collector whether this source currently serves; a no-op by default."""
 
+    def set_metered(self, metered: bool) -> None:
+        """Told by the collector whether it may spend this venue's metered calls (it holds the
+        lease); a no-op by default (only metered sources, CoinGecko, act on it)."""
+
     def retry_floor_s(self) -> float:
         """The shortest wait supervise() may take before reconnecting: until the gate opens."""
         return self.gate.remaining_s()
