@@ -56,7 +56,7 @@ from ratesvc.metrics import COINGECKO_BUDGET_REMAINING, COINGECKO_CALLS, COINGEC
 from ratesvc.sources import register
 from ratesvc.sources.answers import classify_answer, describe_body
 from ratesvc.sources.base import Frame
-from ratesvc.sources.budget import BudgetLimits, CallBudget, CallLedger
+from ratesvc.sources.budget import MINUTE_S, BudgetLimits, CallBudget, CallLedger
 from ratesvc.sources.gate import Gate
 from ratesvc.sources.poll import Clock, PollSource, Sleep
 
@@ -126,6 +126,66 @@ class CoinGeckoOptions(BaseSettings):
         if plan == "auto":
             plan = "pro" if httpx.URL(self.api_url).host.startswith("pro-api.") else "demo"
         return {f"x-cg-{plan}-api-key": self.api_key.get_secret_value()}
+
+
+# The longest calendar month: a cadence that fits it fits every month.
+WORST_MONTH_S = 31 * 86_400
+# CoinGecko refreshes simple/price every 60 s on the Demo plan (20 s paid): a fetched price is up
+# to this old already, so a leg fetched every N s is up to N + 60 s old before the next fetch.
+DATA_REFRESH_S = 60.0
+
+
+def budget_refusal(options: CoinGeckoOptions, *, fx_stale_after_s: float | None) -> str | None:
+    """Why the quota cannot keep CoinGecko's values and the FX leg fresh with these settings.
+
+    Refused (one line naming the variable), else None:
+    - a 31-day month of standby polling does not fit the quota less the failover reserve
+      (``31 d / COINGECKO_POLL_INTERVAL_S > COINGECKO_CALLS_PER_MONTH x (1 -
+      COINGECKO_BUDGET_RESERVE)``): the budget would have to stretch the cadence, silently;
+    - the active cadence is slower than the standby one;
+    - `fx_stale_after_s` (FX_STALE_AFTER_S, when CoinGecko is the FX leg of Binance's RUB
+      crosses): the standby cadence plus CoinGecko's data refresh reaches it, so the leg goes
+      stale between two polls while CoinGecko answers.
+    """
+    standby_s = max(options.poll_interval_s, MINUTE_S / options.calls_per_minute)
+    plannable = int(options.calls_per_month * (1 - options.budget_reserve))
+    needed = math.ceil(WORST_MONTH_S / options.poll_interval_s)
+    quota_s = math.ceil(WORST_MONTH_S / plannable)  # the fastest standby the quota affords
+    if fx_stale_after_s is not None and quota_s + DATA_REFRESH_S >= fx_stale_after_s:
+        fresh_s = fx_stale_after_s - DATA_REFRESH_S - 1
+        least = math.ceil(WORST_MONTH_S / fresh_s / (1 - options.budget_reserve))
+        return (
+            f"invalid setting COINGECKO_CALLS_PER_MONTH: {options.calls_per_month} calls less the "
+            f"failover reserve (COINGECKO_BUDGET_RESERVE={options.budget_reserve:g}) afford a "
+            f"standby poll only every {quota_s} s in a 31-day month, too slow to keep the USDT/RUB "
+            f"leg fresh (FX_STALE_AFTER_S={fx_stale_after_s:g} less CoinGecko's "
+            f"{DATA_REFRESH_S:g} s data refresh): at least {least} are needed"
+        )
+    if needed > plannable:
+        return (
+            f"invalid setting COINGECKO_POLL_INTERVAL_S: standby polling every "
+            f"{options.poll_interval_s:g} s spends {needed:,} calls in a 31-day month, more than "
+            f"the {plannable:,} that COINGECKO_CALLS_PER_MONTH={options.calls_per_month} leaves "
+            f"after the failover reserve (COINGECKO_BUDGET_RESERVE={options.budget_reserve:g}): "
+            f"set it to at least {quota_s} s, or raise "
+            "COINGECKO_CALLS_PER_MONTH"
+        )
+    if options.active_poll_interval_s > options.poll_interval_s:
+        return (
+            "invalid setting COINGECKO_ACTIVE_POLL_INTERVAL_S: must not exceed "
+            f"COINGECKO_POLL_INTERVAL_S ({options.poll_interval_s:g}) (got "
+            f"{options.active_poll_interval_s:g})"
+        )
+    if fx_stale_after_s is not None and standby_s + DATA_REFRESH_S >= fx_stale_after_s:
+        return (
+            f"invalid setting FX_STALE_AFTER_S: the USDT/RUB leg is fetched every "
+            f"{standby_s:g} s (COINGECKO_POLL_INTERVAL_S) and is up to {DATA_REFRESH_S:g} s old "
+            f"when fetched (CoinGecko's data refresh), so it would go stale between two polls: "
+            f"set FX_STALE_AFTER_S above {standby_s + DATA_REFRESH_S:g} or "
+            f"COINGECKO_POLL_INTERVAL_S below {fx_stale_after_s - DATA_REFRESH_S:g} "
+            f"(got {fx_stale_after_s:g})"
+        )
+    return None
 
 
 @register("coingecko")
