@@ -24,6 +24,7 @@ import asyncio
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from decimal import Decimal
+from typing import Any, Protocol
 
 from loguru import logger
 from redis.asyncio import Redis
@@ -44,7 +45,7 @@ from ratesvc.settings import Settings, reveal
 from ratesvc.sources.base import Source
 from ratesvc.sources.supervise import Backoff, supervise
 from ratesvc.timing import REAL_TIME, Timing
-from ratesvc.workers.lease import Leadership, default_holder
+from ratesvc.workers.lease import Leadership, LeaseStore, default_holder
 from ratesvc.workers.outbox import Outbox
 from ratesvc.workers.roles import PRIMARY, SourceRoles
 
@@ -224,8 +225,15 @@ class CollectorParts:
     leadership: Leadership
 
 
+class Bus(LeaseStore, Protocol):
+    """What the collector needs of the bus: the lease and the fenced publish (RateBus)."""
+
+    async def publish(self, events: Sequence[Event], *, fence: LeaseToken | None = None) -> Any:
+        """Write `events`, refused (FencedOut) unless the lease still holds `fence`."""
+
+
 def assemble(
-    settings: Settings, bus: RateBus, sources: Sequence[Source], *, timing: Timing = REAL_TIME
+    settings: Settings, bus: Bus, sources: Sequence[Source], *, timing: Timing = REAL_TIME
 ) -> CollectorParts:
     """Build the collector, its fenced outbox and its leadership from settings.
 
@@ -296,14 +304,8 @@ async def run_collector(
     stop: asyncio.Event,
     sources: Sequence[Source],
     redis: Redis | None = None,
-    timing: Timing = REAL_TIME,
-    ticker_period_s: float = TICKER_PERIOD_S,
 ) -> None:
-    """Run the collector role until `stop` is set (publishing only while it holds the lease).
-
-    `timing` is the clocks it runs on (simulations inject virtual ones, bench/budget_month.py);
-    `ticker_period_s` how often throttled changes and refreshes are checked between quotes.
-    """
+    """Run the collector role until `stop` is set (publishing only while it holds the lease)."""
     if not sources:
         raise ValueError("the collector needs at least one enabled source (SOURCES)")
     owned = redis is None
@@ -312,8 +314,29 @@ async def run_collector(
         if url is None:
             raise ValueError("the collector needs REDIS_URL")
         redis = await connect_redis(url)
-    bus = RateBus(redis, maxlen=settings.stream_maxlen)
-    share_through_redis(redis, sources)
+    try:
+        share_through_redis(redis, sources)
+        await collect(settings, RateBus(redis, maxlen=settings.stream_maxlen), sources, stop=stop)
+    finally:
+        if owned:
+            await redis.aclose()
+
+
+async def collect(  # pylint: disable=too-many-arguments
+    settings: Settings,
+    bus: Bus,
+    sources: Sequence[Source],
+    *,
+    stop: asyncio.Event,
+    timing: Timing = REAL_TIME,
+    ticker_period_s: float = TICKER_PERIOD_S,
+) -> None:
+    """The collector's tasks over `bus` until `stop` is set: sources, ticker, lease, outbox.
+
+    `timing` is the clocks it runs on and `ticker_period_s` how often throttled changes and
+    refreshes are checked between quotes; a simulation (bench/budget_month.py) runs this same
+    code on virtual clocks over an in-memory bus.
+    """
     parts = assemble(settings, bus, sources, timing=timing)
     collector, leadership = parts.collector, parts.leadership
     logger.info(
@@ -338,6 +361,4 @@ async def run_collector(
             lease_stop.set()
             await asyncio.gather(lease_task, return_exceptions=True)
             await leadership.release()
-            if owned:
-                await redis.aclose()
             logger.info("collector stopped")
