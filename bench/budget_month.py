@@ -42,6 +42,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "src")]
 
 # pylint: disable=wrong-import-position
 from bench.virtual_time import VirtualTimeLoop, run_virtual, virtual_timing  # noqa: E402
+
 from ratesvc.bus import FencedOut, LeaseClaim, LeaseToken  # noqa: E402
 from ratesvc.domain import Quote, RateTick, SourceStatus, Transport  # noqa: E402
 from ratesvc.settings import Settings  # noqa: E402

@@ -12,9 +12,8 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pytest
-from loguru import logger
-
 from bench.budget_month import TAKEOVERS, Report, Scenario, run_month
+from loguru import logger
 
 SCALED = Scenario(
     coingecko={

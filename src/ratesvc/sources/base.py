@@ -138,7 +138,7 @@ class Source(ABC):
         )
 
     async def _before_request(self, _request: httpx.Request) -> None:
-        self.gate.check()
+        await self.gate.admit()
 
     async def _after_response(self, response: httpx.Response) -> None:
         # hooks run before the body is read: read it only for an error answer
@@ -252,7 +252,8 @@ class StreamSource(Source):
 
     async def _open(self) -> ClientConnection:
         url = self.url()
-        self.gate.check()  # a handshake is a request like any other: not while the gate is closed
+        # a handshake is a request like any other: not while the (deployment's) gate is closed
+        await self.gate.admit()
         try:
             ws = await connect(
                 url,

@@ -123,7 +123,7 @@ class PollSource(Source):
     async def _poll(self, client: httpx.AsyncClient) -> httpx.Response:
         """One request, with the bookkeeping the pacing needs (failures in a row)."""
         # before anything is counted or spent: while the gate is closed nothing goes out
-        self.gate.check()
+        await self.gate.admit()
         self.last_poll_at = self.clock()
         ok = False
         try:

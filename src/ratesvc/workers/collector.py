@@ -29,7 +29,7 @@ from typing import Any, Protocol
 from loguru import logger
 from redis.asyncio import Redis
 
-from ratesvc.bus import CallLedger, Event, LeaseToken, RateBus
+from ratesvc.bus import BanBoard, CallLedger, Event, LeaseToken, RateBus
 from ratesvc.connections import connect_redis
 from ratesvc.directions import DerivationConfig, derive_all
 from ratesvc.domain import (
@@ -263,10 +263,11 @@ def assemble(
 
 def share_through_redis(redis: Redis, sources: Sequence[Source]) -> None:
     """What every collector of the deployment shares: the metered calls' ledger (budgets are per
-    account: one count, one schedule, one answer)."""
-    ledger = CallLedger(redis)
+    account: one count, one schedule, one answer) and the venues' bans (per IP)."""
+    ledger, bans = CallLedger(redis), BanBoard(redis)
     for source in sources:
         source.use_ledger(ledger)
+        source.gate.share_with(bans)
 
 
 def _source_tasks(  # pylint: disable=too-many-arguments,too-many-positional-arguments
