@@ -22,7 +22,7 @@ class VirtualClockError(RuntimeError):
     """Nothing is scheduled and nothing can happen: the simulated code waits forever."""
 
 
-class _Selector(selectors.DefaultSelector):
+class _Selector(selectors.DefaultSelector):  # pylint: disable=too-many-ancestors
     def __init__(self) -> None:
         super().__init__()
         self.now = 0.0

@@ -12,8 +12,9 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pytest
-from bench.budget_month import TAKEOVERS, Report, Scenario, run_month
 from loguru import logger
+
+from bench.budget_month import TAKEOVERS, Report, Scenario, run_month  # isort: skip
 
 SCALED = Scenario(
     coingecko={
