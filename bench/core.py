@@ -112,6 +112,8 @@ def main() -> None:
         BINANCE_REST_URL=f"http://127.0.0.1:{b_port}",
         COINGECKO_API_URL=f"http://127.0.0.1:{c_port}/api/v3",
         COINGECKO_POLL_INTERVAL_S="5",
+        COINGECKO_ACTIVE_POLL_INTERVAL_S="5",
+        COINGECKO_CALLS_PER_MONTH="100000000",  # the simulator has no quota
         DATA_DIR=str(workdir / "data"),
         COLLECTOR_METRICS_PORT="0",
         PERSISTER_METRICS_PORT="0",

@@ -31,6 +31,7 @@ START_TIMEOUT_S = 90.0
 SERVICE_ENV = {
     "COINGECKO_POLL_INTERVAL_S": "5",
     "COINGECKO_ACTIVE_POLL_INTERVAL_S": "5",
+    "COINGECKO_CALLS_PER_MONTH": "100000000",  # the simulator has no quota
     "LOG_LEVEL": "INFO",
 }
 Metrics = dict[str, list[tuple[dict[str, str], float]]]

@@ -160,6 +160,8 @@ class Topology:
             BINANCE_REST_URL=f"http://127.0.0.1:{self.ports['binance']}",
             COINGECKO_API_URL=f"http://127.0.0.1:{self.ports['coingecko']}/api/v3",
             COINGECKO_POLL_INTERVAL_S="5",
+            COINGECKO_ACTIVE_POLL_INTERVAL_S="5",
+            COINGECKO_CALLS_PER_MONTH="100000000",  # the simulator has no quota
             REDIS_URL=self.redis.url,
             DATABASE_URL=self.postgres.url,
             DATA_DIR=str(self.workdir / "data"),

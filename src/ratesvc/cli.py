@@ -144,10 +144,24 @@ COMMANDS = {
 
 
 def validate_sources(settings: Settings, env_file: Path | None) -> None:
-    """Validate every enabled venue's options now, so a bad value stops the process at start."""
-    from ratesvc.sources import load_sources  # pylint: disable=import-outside-toplevel
+    """Validate every enabled venue's options now, so a bad value stops the process at start.
 
-    load_sources(settings.sources, env_file=env_file)
+    Also refuses CoinGecko settings under which its call quota cannot keep its values and the
+    FX leg of Binance's RUB crosses fresh (sources/coingecko.py `budget_refusal`).
+    """
+    # pylint: disable=import-outside-toplevel
+    from ratesvc.sources import load_sources
+    from ratesvc.sources.coingecko import CoinGeckoSource, budget_refusal
+
+    sources = load_sources(settings.sources, env_file=env_file)
+    fx_leg = "binance" in settings.sources and settings.fx_usdt_rub_source == "coingecko"
+    for source in sources:
+        if isinstance(source, CoinGeckoSource):
+            refusal = budget_refusal(
+                source.options, fx_stale_after_s=settings.fx_stale_after_s if fx_leg else None
+            )
+            if refusal:
+                raise SettingsError(refusal)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -79,6 +79,14 @@ class Quote:
 
 
 @dataclass(frozen=True, slots=True)
+class Answer:
+    """A metered API call's good answer, kept for the collectors that did not make the call."""
+
+    body: str
+    received_ms: int  # epoch ms when the caller received it
+
+
+@dataclass(frozen=True, slots=True)
 class Leg:
     """One input of a derived value, kept so every value can be audited and aged."""
 

@@ -24,12 +24,14 @@ DEFAULT_COINGECKO_PORT = 18444
 START_TIMEOUT_S = 30.0
 # Simulated prices never mix with real history: the embedded servers live under DATA_DIR/sim.
 DATA_SUBDIR = "sim"
-# The simulator has no call quota: CoinGecko polls often so both exchangers stay fresh (the values
-# of docker-compose.sim.yml). A value set in the environment wins.
+# The simulator has no call quota: CoinGecko polls often so both exchangers stay fresh, and the
+# quota says so (a 5 s cadence would not fit the Demo plan's 10,000 calls a month and is refused
+# at start). The values of docker-compose.sim.yml; a value set in the environment wins.
 CADENCES = {
     "COINGECKO_POLL_INTERVAL_S": "5",
     "COINGECKO_ACTIVE_POLL_INTERVAL_S": "5",
     "COINGECKO_STALE_AFTER_S": "60",
+    "COINGECKO_CALLS_PER_MONTH": "100000000",
 }
 
 

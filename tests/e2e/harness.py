@@ -121,6 +121,7 @@ def service_env(
         PERSISTER_METRICS_PORT="0",
         COINGECKO_POLL_INTERVAL_S="1",
         COINGECKO_ACTIVE_POLL_INTERVAL_S="1",
+        COINGECKO_CALLS_PER_MONTH="100000000",  # the simulator has no quota
         FAILBACK_HOLD_DOWN_S="2",
         PUBLISH_MIN_INTERVAL_MS="50",
     )

@@ -13,7 +13,9 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 from loguru import logger
+from redis.asyncio import Redis
 
+from ratesvc.bus import BAN, BanBoard
 from ratesvc.domain import SourceState, Transport
 from ratesvc.sim import SimHandle, running_sim
 from ratesvc.sim.state import CallRecord
@@ -144,3 +146,29 @@ async def test_a_refusal_is_one_clear_error_and_a_slow_retry_not_a_loop(
     told = [message for level, message in lines if level == "ERROR" and advice in message]
     assert len(told) == 1
     assert not [message for _, message in lines if "<html" in message.lower()]
+
+
+async def test_a_ban_told_to_one_collector_holds_every_collector(
+    sim: SimHandle, ctl: SimControl, redis: Redis
+) -> None:
+    """Two collectors' Binance feeds (one gate each) on one Redis: one 418 for the deployment."""
+    await redis.delete(BAN + "binance")
+    board = BanBoard(redis)
+    async with Feed(sim) as alpha, Feed(sim) as bravo:
+        alpha.source.gate.share_with(board)
+        bravo.source.gate.share_with(board)
+        await eventually(
+            lambda: alpha.flowing(Transport.WS) and bravo.flowing(Transport.WS), WAIT_S
+        )
+        await ctl.fault("binance", "ban", duration_s=BAN_S, disconnect=0)  # streams stay open
+        alpha.source.request_rotation("test: alpha reconnects first")
+        await eventually(lambda: sim.state.counters["binance_requests_while_banned"] == 1, WAIT_S)
+        await eventually(lambda: redis.exists(BAN + "binance"), WAIT_S)
+        # bravo reconnects during the ban: it reads the shared ban and sends nothing
+        held_before = errors("held")
+        bravo.source.request_rotation("test: bravo reconnects during the ban")
+        await eventually(lambda: errors("held") > held_before, WAIT_S)
+        await eventually(lambda: sim.state.faults.peek("binance", "ban") is None, WAIT_S)
+        mark = len(bravo.quotes)
+        await eventually(lambda: bravo.since_quotes(mark, Transport.WS), WAIT_S)
+    assert sim.state.counters["binance_requests_while_banned"] == 1

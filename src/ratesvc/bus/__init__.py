@@ -11,16 +11,19 @@ scripts.py   the Lua scripts (lease, fenced publish, safe consumer drop)
 lease.py     the collector lease and its fencing token
 stream.py    publish (collector) and follow (API mirrors)
 group.py     the persister's consumer group
-ledger.py    the monthly call ledger
+bans.py      the ban board (a venue's ban, shared by every collector)
+ledger.py    the call ledger of metered APIs (counts, schedule, last answer)
 """
 
 from __future__ import annotations
 
 from redis.asyncio import Redis
 
+from ratesvc.bus.bans import BanBoard
 from ratesvc.bus.codec import DECODE_ERRORS, Entry, Event, decode_entry
 from ratesvc.bus.group import GroupMixin
 from ratesvc.bus.keys import (
+    BAN,
     CALLS,
     CALLS_TTL_S,
     DEAD_LETTER,
@@ -29,6 +32,7 @@ from ratesvc.bus.keys import (
     LATEST,
     LEASE,
     LEASE_TERM,
+    METERED,
     STATUS,
     STREAM,
     TERM_FIELD,
@@ -45,6 +49,8 @@ from ratesvc.bus.scripts import (
 from ratesvc.bus.stream import StreamMixin
 
 __all__ = [
+    "BAN",
+    "BanBoard",
     "CALLS",
     "CALLS_TTL_S",
     "DEAD_LETTER",
@@ -54,6 +60,7 @@ __all__ = [
     "LATEST",
     "LEASE",
     "LEASE_TERM",
+    "METERED",
     "STATUS",
     "STREAM",
     "TERM_FIELD",

@@ -66,3 +66,17 @@ if #redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', 1, ARGV[2]) > 0 then
 end
 return redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2]) and 1
 """
+
+# Post a venue's ban: KEYS[1] the ban key; ARGV: end (epoch ms), why, hold (ms). Keeps the later
+# end when two collectors post at once. Returns 1 when written.
+POST_BAN_LUA = """
+local current = redis.call('GET', KEYS[1])
+if current then
+  local known = tonumber(string.match(current, '^(%d+)'))
+  if known and known >= tonumber(ARGV[1]) then
+    return 0
+  end
+end
+redis.call('SET', KEYS[1], ARGV[1] .. ' ' .. ARGV[2], 'PX', ARGV[3])
+return 1
+"""

@@ -97,6 +97,10 @@ class Source(ABC):
     def set_active(self, active: bool) -> None:
         """Told by the collector whether this source currently serves; a no-op by default."""
 
+    def set_metered(self, metered: bool) -> None:
+        """Told by the collector whether it may spend this venue's metered calls (it holds the
+        lease); a no-op by default (only metered sources, CoinGecko, act on it)."""
+
     def retry_floor_s(self) -> float:
         """The shortest wait supervise() may take before reconnecting: until the gate opens."""
         return self.gate.remaining_s()
@@ -134,7 +138,7 @@ class Source(ABC):
         )
 
     async def _before_request(self, _request: httpx.Request) -> None:
-        self.gate.check()
+        await self.gate.admit()
 
     async def _after_response(self, response: httpx.Response) -> None:
         # hooks run before the body is read: read it only for an error answer
@@ -248,7 +252,8 @@ class StreamSource(Source):
 
     async def _open(self) -> ClientConnection:
         url = self.url()
-        self.gate.check()  # a handshake is a request like any other: not while the gate is closed
+        # a handshake is a request like any other: not while the (deployment's) gate is closed
+        await self.gate.admit()
         try:
             ws = await connect(
                 url,

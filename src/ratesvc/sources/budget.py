@@ -1,9 +1,10 @@
 """Call budgets of metered REST APIs: a per-minute cap and a monthly quota with a reserve.
 
-Bookkeeping and arithmetic only (no sleeping, no HTTP). The monthly count must survive restarts
-and be shared with a standby collector, but sources never import bus/store: the count lives in an
-injectable CallLedger (MemoryLedger by default); the collector wires a Redis-backed one through
-Source.use_ledger().
+Bookkeeping and arithmetic only (no sleeping, no HTTP). The monthly count, the time of the last
+call and the last answer must survive restarts and be shared by every collector (metered calls are
+spent once per deployment: only the lease holder calls, the others read its answers), but sources
+never import bus/store: they live in an injectable CallLedger (MemoryLedger by default); the
+collector wires a Redis-backed one through Source.use_ledger().
 """
 
 from __future__ import annotations
@@ -16,39 +17,68 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
 
+from ratesvc.domain import Answer
 from ratesvc.errors import SourceError
 
 MINUTE_S = 60.0
 
 
 class CallLedger(Protocol):
-    """Where monthly call counts live, by key ``<source>:<YYYY-MM>`` (UTC calendar month).
+    """The deployment's record of a metered API: calls per UTC calendar month (by `source` and
+    ``YYYY-MM``), when the last call went out, and its last good answer.
 
-    Implementations should not raise: one whose store is unreachable answers from a local count
+    Every collector reads and writes one ledger, so the one that spends the calls (the lease
+    holder) and the ones standing by follow one schedule and see the same data. Implementations
+    should not raise: one whose store is unreachable answers from, and records into, local state
     (an error would surface as a failed poll, retried with backoff).
     """
 
-    async def get(self, key: str) -> int:
-        """Calls counted under `key` so far (0 when unknown)."""
+    async def get(self, source: str, month: str) -> int:
+        """Calls counted for `source` in `month` so far (0 when unknown)."""
 
-    async def incr(self, key: str) -> int:
-        """Count one more call under `key`; return the new total."""
+    async def incr(self, source: str, month: str, *, at_s: float) -> int:
+        """Count one call made at `at_s` (epoch s, also the source's last call); the new total."""
+
+    async def last_call_s(self, source: str) -> float | None:
+        """Epoch seconds of the source's last call by any collector (None: none recorded)."""
+
+    async def share(self, source: str, answer: Answer) -> None:
+        """Keep `answer` as the source's latest, for the collectors standing by."""
+
+    async def shared(self, source: str) -> Answer | None:
+        """The source's latest good answer, whoever made the call (None: none kept)."""
 
 
 class MemoryLedger:
-    """CallLedger in process memory: counts are lost on restart (the default, and for tests)."""
+    """CallLedger in process memory: lost on restart, shared with no one (the default, tests)."""
 
     def __init__(self) -> None:
-        self.counts: dict[str, int] = {}
+        self.counts: dict[str, int] = {}  # "<source>:<YYYY-MM>" -> calls
+        self.last_calls: dict[str, float] = {}
+        self.answers: dict[str, Answer] = {}
 
-    async def get(self, key: str) -> int:
-        """Calls counted under `key` so far."""
-        return self.counts.get(key, 0)
+    async def get(self, source: str, month: str) -> int:
+        """Calls counted for `source` in `month` so far."""
+        return self.counts.get(f"{source}:{month}", 0)
 
-    async def incr(self, key: str) -> int:
-        """Count one more call under `key`; return the new total."""
+    async def incr(self, source: str, month: str, *, at_s: float) -> int:
+        """Count one call made at `at_s`; return the new total."""
+        key = f"{source}:{month}"
         self.counts[key] = self.counts.get(key, 0) + 1
+        self.last_calls[source] = max(at_s, self.last_calls.get(source, at_s))
         return self.counts[key]
+
+    async def last_call_s(self, source: str) -> float | None:
+        """When the source's last call went out."""
+        return self.last_calls.get(source)
+
+    async def share(self, source: str, answer: Answer) -> None:
+        """Keep `answer` as the source's latest."""
+        self.answers[source] = answer
+
+    async def shared(self, source: str) -> Answer | None:
+        """The source's latest answer."""
+        return self.answers.get(source)
 
 
 class BudgetExhausted(SourceError):
@@ -156,15 +186,28 @@ class CallBudget:
         Raises:
             BudgetExhausted: the monthly quota is spent (nothing is counted).
         """
-        month, _, _ = month_bounds(self.wall_clock())
-        key = f"{self.name}:{month}"
+        now = self.wall_clock()
+        month, _, _ = month_bounds(now)
         if month != self._month or self._used is None:
-            self._month, self._used = month, await self.ledger.get(key)
+            self._month, self._used = month, await self.ledger.get(self.name, month)
         if self._used >= self.limits.per_month:
             raise BudgetExhausted(f"monthly quota of {self.limits.per_month} calls is spent")
         self._recent.append(self.clock())
-        self._used = await self.ledger.incr(key)
+        self._used = await self.ledger.incr(self.name, month, at_s=now)
         return self._used
+
+    async def last_call_age_s(self) -> float | None:
+        """Seconds since any collector's last call of this source (None: none recorded)."""
+        last = await self.ledger.last_call_s(self.name)
+        return None if last is None else max(self.wall_clock() - last, 0.0)
+
+    async def share(self, answer: Answer) -> None:
+        """Keep a good answer for the collectors that spend no call."""
+        await self.ledger.share(self.name, answer)
+
+    async def shared(self) -> Answer | None:
+        """The latest good answer, whoever made the call."""
+        return await self.ledger.shared(self.name)
 
     def _prune(self) -> None:
         cutoff = self.clock() - MINUTE_S

@@ -30,14 +30,18 @@ Plan limits (CoinGecko pricing, as published; check your dashboard, the docs dis
 (the current docs say 100) and 10,000/month; Basic 250/min, 100,000/month; Analyst 500/min,
 500,000/month; Lite 500/min, 2,000,000/month. Demo at the defaults: standby every 300 s spends
 about 8,640 of 10,000 calls a month, leaving about 1,360 (11 h at 30 s) for failover bursts; once
-they are spent, active polls at the standby cadence. The monthly count is kept in the ledger given
-to `use_ledger()` (in memory unless the collector wires a shared one).
+they are spent, active polls at the standby cadence. The monthly count, the time of the last call
+and the last answer are kept in the ledger given to `use_ledger()` (in memory unless the collector
+wires the shared one). Metered calls are spent once per deployment: only the collector holding the
+lease calls (`set_metered`); a standby reads its answers from the ledger at the standby cadence
+and, on taking over, calls when the deployment's cadence is due from the last call.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import math
 import time
 from decimal import Decimal
 from typing import Any, Literal, NoReturn
@@ -46,12 +50,13 @@ import httpx
 from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from ratesvc.domain import Quote, Transport
+from ratesvc.domain import Answer, Quote, Transport
 from ratesvc.errors import Misconfigured, ParseError, SourceError
 from ratesvc.metrics import COINGECKO_BUDGET_REMAINING, COINGECKO_CALLS, COINGECKO_POLL_INTERVAL
 from ratesvc.sources import register
 from ratesvc.sources.answers import classify_answer, describe_body
-from ratesvc.sources.budget import BudgetLimits, CallBudget, CallLedger
+from ratesvc.sources.base import Frame
+from ratesvc.sources.budget import MINUTE_S, BudgetLimits, CallBudget, CallLedger
 from ratesvc.sources.gate import Gate
 from ratesvc.sources.poll import Clock, PollSource, Sleep
 
@@ -123,6 +128,66 @@ class CoinGeckoOptions(BaseSettings):
         return {f"x-cg-{plan}-api-key": self.api_key.get_secret_value()}
 
 
+# The longest calendar month: a cadence that fits it fits every month.
+WORST_MONTH_S = 31 * 86_400
+# CoinGecko refreshes simple/price every 60 s on the Demo plan (20 s paid): a fetched price is up
+# to this old already, so a leg fetched every N s is up to N + 60 s old before the next fetch.
+DATA_REFRESH_S = 60.0
+
+
+def budget_refusal(options: CoinGeckoOptions, *, fx_stale_after_s: float | None) -> str | None:
+    """Why the quota cannot keep CoinGecko's values and the FX leg fresh with these settings.
+
+    Refused (one line naming the variable), else None:
+    - a 31-day month of standby polling does not fit the quota less the failover reserve
+      (``31 d / COINGECKO_POLL_INTERVAL_S > COINGECKO_CALLS_PER_MONTH x (1 -
+      COINGECKO_BUDGET_RESERVE)``): the budget would have to stretch the cadence, silently;
+    - the active cadence is slower than the standby one;
+    - `fx_stale_after_s` (FX_STALE_AFTER_S, when CoinGecko is the FX leg of Binance's RUB
+      crosses): the standby cadence plus CoinGecko's data refresh reaches it, so the leg goes
+      stale between two polls while CoinGecko answers.
+    """
+    standby_s = max(options.poll_interval_s, MINUTE_S / options.calls_per_minute)
+    plannable = int(options.calls_per_month * (1 - options.budget_reserve))
+    needed = math.ceil(WORST_MONTH_S / options.poll_interval_s)
+    quota_s = math.ceil(WORST_MONTH_S / plannable)  # the fastest standby the quota affords
+    if fx_stale_after_s is not None and quota_s + DATA_REFRESH_S >= fx_stale_after_s:
+        fresh_s = fx_stale_after_s - DATA_REFRESH_S - 1
+        least = math.ceil(WORST_MONTH_S / fresh_s / (1 - options.budget_reserve))
+        return (
+            f"invalid setting COINGECKO_CALLS_PER_MONTH: {options.calls_per_month} calls less the "
+            f"failover reserve (COINGECKO_BUDGET_RESERVE={options.budget_reserve:g}) afford a "
+            f"standby poll only every {quota_s} s in a 31-day month, too slow to keep the USDT/RUB "
+            f"leg fresh (FX_STALE_AFTER_S={fx_stale_after_s:g} less CoinGecko's "
+            f"{DATA_REFRESH_S:g} s data refresh): at least {least} are needed"
+        )
+    if needed > plannable:
+        return (
+            f"invalid setting COINGECKO_POLL_INTERVAL_S: standby polling every "
+            f"{options.poll_interval_s:g} s spends {needed:,} calls in a 31-day month, more than "
+            f"the {plannable:,} that COINGECKO_CALLS_PER_MONTH={options.calls_per_month} leaves "
+            f"after the failover reserve (COINGECKO_BUDGET_RESERVE={options.budget_reserve:g}): "
+            f"set it to at least {quota_s} s, or raise "
+            "COINGECKO_CALLS_PER_MONTH"
+        )
+    if options.active_poll_interval_s > options.poll_interval_s:
+        return (
+            "invalid setting COINGECKO_ACTIVE_POLL_INTERVAL_S: must not exceed "
+            f"COINGECKO_POLL_INTERVAL_S ({options.poll_interval_s:g}) (got "
+            f"{options.active_poll_interval_s:g})"
+        )
+    if fx_stale_after_s is not None and standby_s + DATA_REFRESH_S >= fx_stale_after_s:
+        return (
+            f"invalid setting FX_STALE_AFTER_S: the USDT/RUB leg is fetched every "
+            f"{standby_s:g} s (COINGECKO_POLL_INTERVAL_S) and is up to {DATA_REFRESH_S:g} s old "
+            f"when fetched (CoinGecko's data refresh), so it would go stale between two polls: "
+            f"set FX_STALE_AFTER_S above {standby_s + DATA_REFRESH_S:g} or "
+            f"COINGECKO_POLL_INTERVAL_S below {fx_stale_after_s - DATA_REFRESH_S:g} "
+            f"(got {fx_stale_after_s:g})"
+        )
+    return None
+
+
 @register("coingecko")
 class CoinGeckoSource(PollSource):
     """CoinGecko quotes from one batched simple/price poll; the cadence follows `set_active`."""
@@ -158,6 +223,13 @@ class CoinGeckoSource(PollSource):
             self.name, limits, ledger=ledger, clock=clock, wall_clock=wall_clock
         )
         self.active = False
+        # Metered calls are spent once per deployment: only the collector holding the lease calls
+        # (set_metered); the others read its answers from the ledger at the standby cadence.
+        self.metered = True
+        self._adopt = False  # just became metered: take up the deployment's schedule first
+        self._followed_at: float | None = None  # clock() of the last read of the shared answer
+        self._seen_ms: int | None = None  # received_ms of the newest answer yielded
+        self.wall_clock = wall_clock
 
     def use_ledger(self, ledger: CallLedger) -> None:
         """Count monthly calls in `ledger` (shared, persistent) instead of process memory."""
@@ -175,8 +247,66 @@ class CoinGeckoSource(PollSource):
         return interval_s
 
     def next_poll_at(self) -> float:
-        """The cadence and back-off (PollSource), and room in the per-minute cap."""
+        """The cadence and back-off (PollSource), and room in the per-minute cap.
+
+        Standing by: the next read of the shared answer, at the cadence. Just made metered: at
+        once, to read the deployment's schedule (`next_frame`).
+        """
+        if not self.metered:
+            if self._followed_at is None:
+                return -math.inf
+            return self._followed_at + self.poll_interval_s()
+        if self._adopt:
+            return -math.inf
         return max(super().next_poll_at(), self.budget.minute_free_at())
+
+    def set_metered(self, metered: bool) -> None:
+        """Spend calls (this collector leads) or only read the caller's answers (standby)."""
+        if metered != self.metered:
+            self.metered = metered
+            self._adopt = metered
+            self.log.info(
+                "{what}",
+                what=(
+                    "calling: this collector spends the deployment's calls"
+                    if metered
+                    else "standing by: reading the leading collector's answers, no call"
+                ),
+            )
+            self.wake()
+
+    async def next_frame(self, client: httpx.AsyncClient) -> Frame | None:
+        """A call's body while metered, else the leader's latest answer when it is new to us.
+
+        On taking over it first reads the leader's last answer and the time of the
+        deployment's last call, and calls only when the cadence is due from that call: a
+        takeover adds no call, and the next one comes within one cadence.
+        """
+        if not self.metered:
+            self._followed_at = self.clock()
+            return await self._follow()
+        if self._adopt:
+            self._adopt = False
+            frame = await self._follow()
+            age_s = await self.budget.last_call_age_s()
+            if age_s is not None:
+                called_at = self.clock() - age_s
+                if self.last_poll_at is None or called_at > self.last_poll_at:
+                    self.last_poll_at = called_at
+            if frame is not None or self.next_poll_at() > self.clock():
+                return frame  # the poll loop waits until the deployment's next call is due
+        response = await self._poll(client)
+        received_ms = int(self.wall_clock() * 1000)
+        self._seen_ms = received_ms
+        await self.budget.share(Answer(response.text, received_ms))
+        return Frame(response.content, received_ms)
+
+    async def _follow(self) -> Frame | None:
+        answer = await self.budget.shared()
+        if answer is None or (self._seen_ms is not None and answer.received_ms <= self._seen_ms):
+            return None
+        self._seen_ms = answer.received_ms
+        return Frame(answer.body, answer.received_ms)
 
     def set_active(self, active: bool) -> None:
         """Switch cadence at once; a waiting poll loop or retry re-evaluates immediately."""

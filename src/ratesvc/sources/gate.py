@@ -5,15 +5,20 @@ Every HTTP request a source makes and every websocket handshake asks the gate fi
 end its message names, else a floor that doubles per ban in a row), a refused location (451) or a
 firewall page (403) close it; while it is closed nothing is sent (`check()` raises Held) and the
 lanes wait until it opens (`Source.retry_floor_s()`). Binance counts limits and bans per IP across
-its hosts (api.*, stream.*), so a gate covers the venue, not one host name. No sleeping, no I/O.
+its hosts (api.*, stream.*), so a gate covers the venue, not one host name. The collectors of a
+deployment share the IP too: with a shared board (`share_with`, bus/bans.py) a ban or Retry-After
+one of them was told is posted for all, and `admit()` reads it before every request, so the
+deployment draws one request during a ban. No sleeping; I/O only through the board.
 """
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Protocol
 
 from loguru import logger
 
@@ -25,6 +30,16 @@ from ratesvc.metrics import SOURCE_BANNED_UNTIL
 BAN_MARGIN_S = 2.0
 BAN_FLOOR_S = 120.0  # a ban that names no end: Binance's shortest ban, doubled per ban in a row
 BAN_MAX_S = 3 * 86_400.0  # Binance's longest ban
+
+
+class BanBoard(Protocol):
+    """Where the collectors of a deployment share bans (bus/bans.py); must never raise."""
+
+    async def post(self, venue: str, *, until_s: float, hold_s: float, why: str) -> None:
+        """No request to `venue` until `until_s` (epoch s), `hold_s` from now."""
+
+    async def read(self, venue: str) -> tuple[float, str] | None:
+        """A ban some collector posted: (end epoch s, why), or None."""
 
 
 class Gate:
@@ -52,6 +67,34 @@ class Gate:
         self._why = ""
         self._unnamed_bans = 0  # bans in a row whose end we were not told
         self._advised = ""  # the refusal advice already logged in this episode
+        self.board: BanBoard | None = None
+        self._posting: set[asyncio.Task[None]] = set()
+
+    def share_with(self, board: BanBoard) -> None:
+        """Post the bans this gate learns to `board`, and honour the ones posted there."""
+        self.board = board
+
+    async def admit(self) -> None:
+        """`check()`, after adopting a ban another collector posted (read before every request).
+
+        Raises:
+            Held: the gate is closed, here or deployment-wide. Nothing was sent.
+        """
+        if self.board is not None and self.remaining_s() <= 0:
+            shared = await self.board.read(self.name)
+            if shared is not None:
+                until_s, why = shared
+                hold_s = until_s - self.wall_clock()
+                if hold_s > 0:
+                    self._close(hold_s, f"{why} (told to another collector)")
+                    SOURCE_BANNED_UNTIL.labels(source=self.name).set(until_s)
+                    self.log.warning(
+                        "{name}: no request until {end}: another collector was told {why}",
+                        name=self.name,
+                        end=_utc(until_s),
+                        why=why,
+                    )
+        self.check()
 
     def remaining_s(self) -> float:
         """Seconds until requests may go out again (0: open)."""
@@ -87,7 +130,9 @@ class Gate:
                 self.log.error("{advice}", advice=error.advice)
         elif isinstance(error, RateLimited) and not isinstance(error, Held):
             if error.retry_after_s:
-                self._close(error.retry_after_s, f"Retry-After {error.retry_after_s:g}s")
+                why = f"Retry-After {error.retry_after_s:g}s"
+                self._close(error.retry_after_s, why)
+                self._share(error.retry_after_s, why)
 
     def _ban(self, error: Banned) -> None:
         now = self.wall_clock()
@@ -103,6 +148,7 @@ class Gate:
         hold_s = max(holds)
         end_s = now + hold_s
         self._close(hold_s, f"banned until {_utc(end_s)}")
+        self._share(hold_s, f"banned until {_utc(end_s)}")
         SOURCE_BANNED_UNTIL.labels(source=self.name).set(end_s)
         self.log.critical(
             "{name} banned this IP: no request to {name} until {end} ({hold_s:.0f}s{how}); {error}",
@@ -112,6 +158,17 @@ class Gate:
             how="" if named else ", the answer named no end: waiting a floor",
             error=error,
         )
+
+    def _share(self, hold_s: float, why: str) -> None:
+        """Post a hold to the board (in the background: `observe` runs inside an answer)."""
+        if self.board is None:
+            return
+        post = self.board.post(
+            self.name, until_s=self.wall_clock() + hold_s, hold_s=hold_s, why=why
+        )
+        task = asyncio.get_running_loop().create_task(post)
+        self._posting.add(task)
+        task.add_done_callback(self._posting.discard)
 
     def _close(self, hold_s: float, why: str) -> None:
         open_at = self.clock() + hold_s

@@ -7,14 +7,13 @@ fails); adapters never see this module. It must not import bus/store/api (data f
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
-from ratesvc.domain import Quote, SourceState, SourceStatus, Transport, now_ms
+from ratesvc.domain import Quote, SourceState, SourceStatus, Transport
 from ratesvc.errors import Held, RateLimited, SourceError
 from ratesvc.metrics import (
     SOURCE_ERRORS,
@@ -26,6 +25,7 @@ from ratesvc.metrics import (
 )
 from ratesvc.sources.backoff import Backoff
 from ratesvc.sources.base import Source, first_of
+from ratesvc.timing import REAL_TIME, Timing
 
 # failures in a row (without one parsed quote) after which retries are logged at ERROR
 ERROR_AFTER_FAILURES = 5
@@ -64,12 +64,11 @@ class Lane:
         on_status: OnStatus,
         backoff: Backoff,
         stop: asyncio.Event,
-        clock: Clock = time.monotonic,
-        sleep: Sleep = asyncio.sleep,
+        timing: Timing = REAL_TIME,
     ) -> None:
         self.source, self.backoff, self.stop = source, backoff, stop
         self.on_quotes, self.on_status = on_quotes, on_status
-        self.clock, self.sleep = clock, sleep
+        self.timing = timing  # the watchdog, the waits, the status times
         self.role = f"{source.transport} transport"  # names this loop in logs
         self.state: tuple[SourceState, Transport] | None = None
         self.failures = 0
@@ -95,7 +94,9 @@ class Lane:
                     break
                 # the source may cut the wait short (e.g. its cadence just changed): it paces
                 # its own calls, so retrying early cannot exceed its budget
-                await first_of(self.sleep(delay_s), self.stop.wait(), self.source.retry_wakeup())
+                await first_of(
+                    self.timing.sleep(delay_s), self.stop.wait(), self.source.retry_wakeup()
+                )
         finally:
             SOURCE_UP.labels(source=self.source.name).set(0)
             self.log.info("{role} stopped", role=self.role)
@@ -143,7 +144,7 @@ class Lane:
     async def _connection(self) -> None:
         """Consume one connection until it fails, goes stale (_Stale) or stop is set."""
         self.quoted = False
-        self.last_quote_at = self.clock()
+        self.last_quote_at = self.timing.monotonic()
         quotes = self.source.quotes()
         consume = asyncio.ensure_future(self._consume(quotes))
         watchdog = asyncio.ensure_future(self._watchdog())
@@ -163,9 +164,9 @@ class Lane:
 
     async def _consume(self, quotes: Any) -> None:
         async for batch in quotes:
-            self.last_quote_at = self.clock()
+            self.last_quote_at = self.timing.monotonic()
             SOURCE_QUOTES.labels(source=self.source.name).inc(len(batch))
-            SOURCE_LAST_TICK.labels(source=self.source.name).set(now_ms() / 1000)
+            SOURCE_LAST_TICK.labels(source=self.source.name).set(self.timing.wall_ms() / 1000)
             if not self.quoted:
                 self.quoted = True
                 await self._first_quote()
@@ -183,8 +184,10 @@ class Lane:
 
     async def _watchdog(self) -> None:
         """Return once no quote came for stale_after_s (per connection; cryptofeed's _watcher)."""
-        while (remaining := self.last_quote_at + self.source.stale_after_s - self.clock()) > 0:
-            await self.sleep(remaining)
+        while (
+            remaining := self.last_quote_at + self.source.stale_after_s - self.timing.monotonic()
+        ) > 0:
+            await self.timing.sleep(remaining)
 
     async def _failed(
         self,
@@ -234,7 +237,7 @@ class Lane:
         if (state, transport) == self.state:
             return
         self.state = (state, transport)
-        status = SourceStatus(self.source.name, state, now_ms(), transport, reason)
+        status = SourceStatus(self.source.name, state, self.timing.wall_ms(), transport, reason)
         try:
             await self.on_status(status)
         except Exception:  # pylint: disable=broad-exception-caught

@@ -111,13 +111,19 @@ class PollSource(Source):
         ) as client:
             while True:
                 await self._wait_until_due()
-                response = await self._poll(client)
-                yield Frame(response.content, now_ms())
+                frame = await self.next_frame(client)
+                if frame is not None:
+                    yield frame
+
+    async def next_frame(self, client: httpx.AsyncClient) -> Frame | None:
+        """What is due now: one poll's body by default (None: nothing new, wait for the next)."""
+        response = await self._poll(client)
+        return Frame(response.content, now_ms())
 
     async def _poll(self, client: httpx.AsyncClient) -> httpx.Response:
         """One request, with the bookkeeping the pacing needs (failures in a row)."""
         # before anything is counted or spent: while the gate is closed nothing goes out
-        self.gate.check()
+        await self.gate.admit()
         self.last_poll_at = self.clock()
         ok = False
         try:

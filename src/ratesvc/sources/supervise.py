@@ -24,8 +24,16 @@ from ratesvc.errors import RateLimited, Unavailable
 from ratesvc.metrics import SOURCE_TRANSPORT
 from ratesvc.sources.backoff import Backoff
 from ratesvc.sources.base import Source, first_of
-from ratesvc.sources.lane import CONNECTION_ERRORS, Clock, Lane, OnQuotes, OnStatus, Sleep
+from ratesvc.sources.lane import (
+    CONNECTION_ERRORS,
+    Clock,
+    Lane,
+    OnQuotes,
+    OnStatus,
+    Sleep,
+)
 from ratesvc.sources.poll import PollSource
+from ratesvc.timing import Timing
 
 __all__ = ["Backoff", "CONNECTION_ERRORS", "DOWN_GRACE_S", "supervise"]
 
@@ -46,15 +54,18 @@ async def supervise(
     stop: asyncio.Event,
     clock: Clock = time.monotonic,
     sleep: Sleep = asyncio.sleep,
+    wall_clock: Clock = time.time,
 ) -> None:
     """Run `source` until `stop` is set, reconnecting forever with backoff and full jitter.
 
     Emits UP on the first quote of each connection, STALE when no quote came for
     `source.stale_after_s` (then reconnects), DOWN on failure; UP with the fallback's transport
     while `source.fallback()` serves, UP with the primary's when that is back. `clock` (monotonic
-    seconds) and `sleep` drive the watchdog and the backoff waits; tests inject fakes.
+    seconds) and `sleep` drive the watchdog and the backoff waits, `wall_clock` (epoch seconds)
+    stamps statuses; tests and simulations inject fakes.
     """
-    await _Supervisor(source, on_quotes, on_status, backoff, stop, clock, sleep).run()
+    timing = Timing(monotonic=clock, wall=wall_clock, sleep=sleep)
+    await _Supervisor(source, on_quotes, on_status, backoff, stop, timing).run()
 
 
 class _Supervisor(Lane):
@@ -67,10 +78,9 @@ class _Supervisor(Lane):
         on_status: OnStatus,
         backoff: Backoff,
         stop: asyncio.Event,
-        clock: Clock,
-        sleep: Sleep,
+        timing: Timing,
     ) -> None:
-        super().__init__(source, on_quotes, on_status, backoff, stop, clock, sleep)
+        super().__init__(source, on_quotes, on_status, backoff, stop, timing)
         self.fallback_source = source.fallback()
         self._fallback: asyncio.Task[None] | None = None
         self._fallback_stop = asyncio.Event()
@@ -130,7 +140,7 @@ class _Supervisor(Lane):
     ) -> None:
         """Report the failure unless either transport delivers within DOWN_GRACE_S."""
         seen = self._deliveries
-        await first_of(self.sleep(DOWN_GRACE_S), self.stop.wait())
+        await first_of(self.timing.sleep(DOWN_GRACE_S), self.stop.wait())
         if self._deliveries == seen and not self.stop.is_set():
             await super()._report(state, reason, error)
 
@@ -159,8 +169,7 @@ class _Supervisor(Lane):
             self._fallback_status,
             self.backoff.clone(),  # the fallback's failures must not slow the primary's probes
             self._fallback_stop,
-            self.clock,
-            self.sleep,
+            self.timing,
         )
         lane.role = f"{fallback.transport} fallback"
         self._fallback = asyncio.create_task(lane.run())

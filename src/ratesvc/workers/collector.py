@@ -14,6 +14,8 @@ lease (workers/lease.py) publishes, fenced by its term (bus/stream.py). What hap
 - otherwise (first term of this process, or another process published meanwhile): the queue is
   dropped, since those values are stale and would interleave with the other publisher's, and the
   current state (every derivable value, every source status) is published at once instead.
+Metered calls (CoinGecko) follow the same rule (workers/roles.py): only the leader spends them; a
+standby reads the leader's answers from the shared ledger, so N collectors spend what one does.
 """
 
 from __future__ import annotations
@@ -22,11 +24,12 @@ import asyncio
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from decimal import Decimal
+from typing import Any, Protocol
 
 from loguru import logger
 from redis.asyncio import Redis
 
-from ratesvc.bus import CallLedger, Event, LeaseToken, RateBus
+from ratesvc.bus import BanBoard, CallLedger, Event, LeaseToken, RateBus
 from ratesvc.connections import connect_redis
 from ratesvc.directions import DerivationConfig, derive_all
 from ratesvc.domain import (
@@ -41,10 +44,12 @@ from ratesvc.domain import (
 from ratesvc.settings import Settings, reveal
 from ratesvc.sources.base import Source
 from ratesvc.sources.supervise import Backoff, supervise
-from ratesvc.workers.lease import Leadership, default_holder
+from ratesvc.timing import REAL_TIME, Timing
+from ratesvc.workers.lease import Leadership, LeaseStore, default_holder
 from ratesvc.workers.outbox import Outbox
+from ratesvc.workers.roles import PRIMARY, SourceRoles
 
-PRIMARY = "binance"
+TICKER_PERIOD_S = 0.05  # trailing edge of the publish throttle: well under its 250 ms default
 
 
 @dataclass(slots=True)
@@ -68,8 +73,10 @@ class Collector:
         min_interval_ms: int,
         refresh_interval_ms: int,
         clock: Callable[[], int] = now_ms,
+        roles: SourceRoles | None = None,
     ) -> None:
         self.outbox = outbox
+        self.roles = roles or SourceRoles([])
         self.config = config
         self.min_interval_ms = min_interval_ms
         self.refresh_interval_ms = refresh_interval_ms
@@ -101,6 +108,7 @@ class Collector:
         blocked_ms = status.ts_ms if status.state in BLOCKING_STATES else previous
         status = replace(status, blocked_ms=blocked_ms)
         self.statuses[status.source] = status
+        self.roles.on_status(status)
         self.outbox.put([status])
 
     def primary_healthy(self) -> bool:
@@ -136,6 +144,7 @@ class Collector:
     # ---------------------------------------------------------------- lease listener
     def on_gain(self, token: LeaseToken, *, continues: bool) -> None:
         """Publishing under `token`: flush a continued backlog, or start from the current state."""
+        self.roles.on_gain()
         if continues:
             self.outbox.resume()
             return
@@ -147,11 +156,13 @@ class Collector:
     def on_loss(self, token: LeaseToken, reason: str) -> None:
         """Stop publishing at once; keep queuing in case the next term continues this one."""
         del token, reason  # Leadership logged them
+        self.roles.on_loss()
         self.outbox.hold()
 
     def on_superseded(self, holder: str) -> None:
         """Another collector publishes: drop the backlog, queue nothing while standing by."""
         del holder
+        self.roles.on_superseded()
         self.outbox.discard()
 
     def flush_due(self) -> list[RateTick]:
@@ -181,7 +192,7 @@ class Collector:
             self.outbox.put(due)
         return due
 
-    async def run_ticker(self, stop: asyncio.Event, *, period_s: float = 0.05) -> None:
+    async def run_ticker(self, stop: asyncio.Event, *, period_s: float = TICKER_PERIOD_S) -> None:
         """Trailing edge of the throttle and periodic refresh, independent of quote arrival."""
         while not stop.is_set():
             self.flush_due()
@@ -205,32 +216,6 @@ def derivation_config(settings: Settings, sources: Sequence[Source]) -> Derivati
     )
 
 
-async def _follow_primary(
-    collector: Collector,
-    sources: Sequence[Source],
-    stop: asyncio.Event,
-    *,
-    leading: Callable[[], bool],
-) -> None:
-    """Poll secondaries at their active cadence while the primary is not healthy.
-
-    A standby keeps them at the slow cadence: both collectors share the venues' call budgets.
-    """
-    has_primary = any(s.name == PRIMARY for s in sources)
-    active: bool | None = None
-    while not stop.is_set():
-        want = leading() and not (has_primary and collector.primary_healthy())
-        if want != active:
-            for source in sources:
-                if source.name != PRIMARY:
-                    source.set_active(want)
-            active = want
-        try:
-            await asyncio.wait_for(stop.wait(), timeout=0.2)
-        except TimeoutError:
-            pass
-
-
 @dataclass(slots=True)
 class CollectorParts:
     """A collector wired to its outbox and lease, ready to run (run_collector, tests)."""
@@ -240,23 +225,78 @@ class CollectorParts:
     leadership: Leadership
 
 
-def assemble(settings: Settings, bus: RateBus, sources: Sequence[Source]) -> CollectorParts:
-    """Build the collector, its fenced outbox and its leadership from settings."""
+class Bus(LeaseStore, Protocol):
+    """What the collector needs of the bus: the lease and the fenced publish (RateBus)."""
+
+    async def publish(self, events: Sequence[Event], *, fence: LeaseToken | None = None) -> Any:
+        """Write `events`, refused (FencedOut) unless the lease still holds `fence`."""
+
+
+def assemble(
+    settings: Settings, bus: Bus, sources: Sequence[Source], *, timing: Timing = REAL_TIME
+) -> CollectorParts:
+    """Build the collector, its fenced outbox and its leadership from settings.
+
+    The secondary sources are told at once that this collector stands by (no metered call)
+    until it gains the lease.
+    """
     outbox = Outbox(bus.publish)
     collector = Collector(
         outbox,
         derivation_config(settings, sources),
         min_interval_ms=settings.publish_min_interval_ms,
         refresh_interval_ms=int(settings.refresh_interval_s * 1000),
+        clock=timing.wall_ms,
+        roles=SourceRoles(sources),
     )
     leadership = Leadership(
         bus,
         settings.collector_id or default_holder(),
         lease_ms=settings.collector_lease_ms,
         listener=collector,
+        clock=timing.monotonic,
+        sleep=timing.sleep,
     )
     outbox.fence_with(leadership)
     return CollectorParts(collector, outbox, leadership)
+
+
+def share_through_redis(redis: Redis, sources: Sequence[Source]) -> None:
+    """What every collector of the deployment shares: the metered calls' ledger (budgets are per
+    account: one count, one schedule, one answer) and the venues' bans (per IP)."""
+    ledger, bans = CallLedger(redis), BanBoard(redis)
+    for source in sources:
+        source.use_ledger(ledger)
+        source.gate.share_with(bans)
+
+
+def _source_tasks(  # pylint: disable=too-many-arguments,too-many-positional-arguments
+    settings: Settings,
+    collector: Collector,
+    sources: Sequence[Source],
+    stop: asyncio.Event,
+    timing: Timing,
+    ticker_period_s: float,
+) -> list[asyncio.Task[None]]:
+    """One supervised lane per source, and the collector's ticker."""
+    tasks = [
+        asyncio.create_task(
+            supervise(
+                source,
+                on_quotes=collector.on_quotes,
+                on_status=collector.on_status,
+                # each source backs off on its own failures only
+                backoff=Backoff(initial_s=settings.backoff_initial_s, max_s=settings.backoff_max_s),
+                stop=stop,
+                clock=timing.monotonic,
+                sleep=timing.sleep,
+                wall_clock=timing.wall,
+            )
+        )
+        for source in sources
+    ]
+    tasks.append(asyncio.create_task(collector.run_ticker(stop, period_s=ticker_period_s)))
+    return tasks
 
 
 async def run_collector(
@@ -275,11 +315,30 @@ async def run_collector(
         if url is None:
             raise ValueError("the collector needs REDIS_URL")
         redis = await connect_redis(url)
-    bus = RateBus(redis, maxlen=settings.stream_maxlen)
-    ledger = CallLedger(redis)  # budgets are per account: every collector counts into one ledger
-    for source in sources:
-        source.use_ledger(ledger)
-    parts = assemble(settings, bus, sources)
+    try:
+        share_through_redis(redis, sources)
+        await collect(settings, RateBus(redis, maxlen=settings.stream_maxlen), sources, stop=stop)
+    finally:
+        if owned:
+            await redis.aclose()
+
+
+async def collect(  # pylint: disable=too-many-arguments
+    settings: Settings,
+    bus: Bus,
+    sources: Sequence[Source],
+    *,
+    stop: asyncio.Event,
+    timing: Timing = REAL_TIME,
+    ticker_period_s: float = TICKER_PERIOD_S,
+) -> None:
+    """The collector's tasks over `bus` until `stop` is set: sources, ticker, lease, outbox.
+
+    `timing` is the clocks it runs on and `ticker_period_s` how often throttled changes and
+    refreshes are checked between quotes; a simulation (bench/budget_month.py) runs this same
+    code on virtual clocks over an in-memory bus.
+    """
+    parts = assemble(settings, bus, sources, timing=timing)
     collector, leadership = parts.collector, parts.leadership
     logger.info(
         "collector {holder} started with sources {names}",
@@ -287,25 +346,7 @@ async def run_collector(
         names=[s.name for s in sources],
     )
     source_stop, outbox_stop, lease_stop = asyncio.Event(), asyncio.Event(), asyncio.Event()
-    tasks = [
-        asyncio.create_task(
-            supervise(
-                source,
-                on_quotes=collector.on_quotes,
-                on_status=collector.on_status,
-                # each source backs off on its own failures only
-                backoff=Backoff(initial_s=settings.backoff_initial_s, max_s=settings.backoff_max_s),
-                stop=source_stop,
-            )
-        )
-        for source in sources
-    ]
-    tasks.append(asyncio.create_task(collector.run_ticker(source_stop)))
-    tasks.append(
-        asyncio.create_task(
-            _follow_primary(collector, sources, source_stop, leading=leadership.is_leader)
-        )
-    )
+    tasks = _source_tasks(settings, collector, sources, source_stop, timing, ticker_period_s)
     lease_task = asyncio.create_task(leadership.run(lease_stop))
     outbox_task = asyncio.create_task(parts.outbox.run(outbox_stop))
     try:
@@ -321,6 +362,4 @@ async def run_collector(
             lease_stop.set()
             await asyncio.gather(lease_task, return_exceptions=True)
             await leadership.release()
-            if owned:
-                await redis.aclose()
             logger.info("collector stopped")
