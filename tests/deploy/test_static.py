@@ -63,6 +63,7 @@ RATESVC_ROLES = {"migrate", "collector", "collector-standby", "persister", "api"
 SECRETS = {
     "COINGECKO_API_KEY",
     "REDIS_URL",
+    "REDIS_SENTINEL_PASSWORD",
     "DATABASE_URL",
     "POSTGRES_PASSWORD",
     "GRAFANA_ADMIN_PASSWORD",

@@ -274,7 +274,7 @@ async def run_collector(
         url = reveal(settings.redis_url)
         if url is None:
             raise ValueError("the collector needs REDIS_URL")
-        redis = await connect_redis(url)
+        redis = await connect_redis(url, sentinel_password=reveal(settings.redis_sentinel_password))
     bus = RateBus(redis, maxlen=settings.stream_maxlen)
     ledger = CallLedger(redis)  # budgets are per account: every collector counts into one ledger
     for source in sources:
