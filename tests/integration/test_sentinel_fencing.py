@@ -209,6 +209,28 @@ async def fail_over(nodes: SentinelSet, gate: RedisProxy) -> None:
     await nodes.wait_promoted()
 
 
+async def test_an_acquisition_counts_once_the_replica_has_it(cluster):
+    nodes, gate = cluster
+    client = redis_client(nodes.url, sentinel_password=SENTINEL_PASSWORD)
+    bus = RateBus(client)
+    try:
+        claim = await bus.acquire_lease("alpha", lease_ms=2_000)
+        assert claim.token == LeaseToken("alpha", 1)
+        assert (claim.confirmed, claim.replicas, claim.acked) == (True, 1, 1)
+        await bus.release_lease(claim.token)
+
+        gate.hold_replication()  # the replica stops keeping up
+        claim = await bus.acquire_lease("bravo", lease_ms=2_000)
+        assert claim.token == LeaseToken("bravo", 2)
+        assert (claim.confirmed, claim.replicas, claim.acked) == (False, 1, 0)
+
+        gate.heal()  # it catches up: the same term, re-taken, now counts
+        again = await bus.acquire_lease("bravo", lease_ms=2_000, previous=claim.token)
+        assert again.token == claim.token and again.confirmed
+    finally:
+        await client.aclose()
+
+
 async def test_a_term_lost_in_a_failover_is_never_published_by_two_collectors(
     cluster, sims, make_settings, tmp_path
 ):
