@@ -1,4 +1,4 @@
-"""REDIS_URL forms: the Sentinel form DESIGN.md fixes is parsed; a malformed one is one clear line."""
+"""REDIS_URL forms: the Sentinel form DESIGN.md fixes is parsed; a malformed one is one line."""
 
 import pytest
 
