@@ -38,8 +38,10 @@ class LeaseToken:
         return cls(holder, int(term))
 
 
-# Share of the lease time an acquisition waits for the replicas' acknowledgement (WAIT timeout).
+# How long an acquisition waits for the replicas' acknowledgement (WAIT timeout): a share of the
+# lease time, capped (a replica this far behind is retried at the next attempt anyway).
 REPLICA_WAIT_FRACTION = 0.25
+REPLICA_WAIT_MAX_MS = 2_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,7 +84,7 @@ class LeaseMixin:
         """Take the lease when free (new term) or still holding `previous` (same term, extended).
 
         A taken lease is `confirmed` once every replica online on the master acknowledged it
-        within REPLICA_WAIT_FRACTION of `lease_ms`.
+        within REPLICA_WAIT_FRACTION of `lease_ms` (at most REPLICA_WAIT_MAX_MS).
         """
         # One connection for all of it: WAIT waits for the writes of the connection it is sent on.
         # CLIENT ID before and after tells that no reconnect (redis-py retries) came in between.
@@ -98,7 +100,7 @@ class LeaseMixin:
             token, replicas = LeaseToken.parse(str(reply[1])), int(reply[2])
             if replicas == 0:
                 return LeaseClaim(token)
-            wait_ms = max(1, int(lease_ms * REPLICA_WAIT_FRACTION))
+            wait_ms = max(1, min(int(lease_ms * REPLICA_WAIT_FRACTION), REPLICA_WAIT_MAX_MS))
             acked = int(await conn.wait(replicas, wait_ms))
             same = await conn.client_id() == before
         confirmed = same and acked >= replicas
