@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 # Tests are named as sentences and use pytest fixtures: docstrings and fixture shadowing are noise.
 TEST_PYLINT_OFF := missing-function-docstring,missing-class-docstring,redefined-outer-name,protected-access
 
-.PHONY: install run run-sim test lint format sim up up-sim down deploy-check
+.PHONY: install run run-sim test lint format sim up up-sim up-sentinel down deploy-check
 
 $(BIN)/ratesvc: pyproject.toml
 	@$(PY) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { \
@@ -49,6 +49,9 @@ up:
 
 up-sim:
 	docker compose -f docker-compose.yml -f docker-compose.sim.yml up --build -d
+
+up-sentinel:
+	docker compose -f docker-compose.yml -f docker-compose.sentinel.yml up --build -d
 
 down:
 	docker compose down

@@ -23,6 +23,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from ratesvc.embedded import EmbeddedPostgres, EmbeddedRedis
+from ratesvc.redis_url import is_sentinel_url
 from ratesvc.settings import Settings
 
 # Db index the tests use on an external Redis whose URL names db 0 (or none): keeps a shared
@@ -83,8 +84,13 @@ def server_dir_fixture() -> Iterator[Path]:
 
 @pytest.fixture(name="redis_url", scope="session")
 def redis_url_fixture(server_dir: Path) -> Iterator[str]:
-    """REDIS_URL (on a scratch db, see redis_test_url) or an embedded Redis for the session."""
-    if env_url := os.environ.get("REDIS_URL"):
+    """REDIS_URL (on a scratch db, see redis_test_url) or an embedded Redis for the session.
+
+    A Sentinel REDIS_URL is not used: the Sentinel tests start servers of their own
+    (tests/integration/sentinel_nodes.py), and the rest need one plain server.
+    """
+    env_url = os.environ.get("REDIS_URL")
+    if env_url and not is_sentinel_url(env_url):
         yield redis_test_url(env_url)
         return
     with EmbeddedRedis(server_dir / "redis") as server:

@@ -131,3 +131,7 @@ COLLECTOR_FENCED_PUBLISHES = Counter(
     "ratesvc_collector_fenced_publishes_total",
     "Publishes Redis refused because the lease no longer held this collector's token",
 )
+COLLECTOR_LEASE_UNCONFIRMED = Counter(
+    "ratesvc_collector_lease_unconfirmed_total",
+    "Lease acquisitions the Redis replicas did not acknowledge in time (not published under)",
+)

@@ -15,6 +15,7 @@ from pydantic import AfterValidator, Field, SecretStr, ValidationError, field_va
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from ratesvc.domain import EXCHANGERS
+from ratesvc.redis_url import check_redis_url
 
 LogLevel = Literal["CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG"]
 DEFAULT_ENV_FILE = Path(".env")
@@ -76,6 +77,9 @@ class Settings(BaseSettings):
     # secrets: both may hold a password (SecretStr keeps it out of reprs; see reveal())
     redis_url: SecretStr | None = None
     database_url: SecretStr | None = None
+    # with a redis+sentinel:// REDIS_URL: the sentinels' own password (their `requirepass`), when
+    # they have one; the password inside REDIS_URL is the data nodes' (see connections.py)
+    redis_sentinel_password: SecretStr | None = None
     data_dir: Path = Path(".ratesvc")
     log_level: LogLevel = "INFO"
     # interface of the collector's and persister's /metrics (compose: 0.0.0.0, for Prometheus)
@@ -144,10 +148,8 @@ class Settings(BaseSettings):
     @field_validator("redis_url", mode="after")
     @classmethod
     def _redis_scheme(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is not None and not value.get_secret_value().startswith(
-            ("redis://", "rediss://", "unix://")
-        ):
-            raise ValueError("must look like redis://host:port/db")
+        if value is not None:
+            check_redis_url(value.get_secret_value())
         return value
 
     @field_validator("sources", "exchanger_preference", "forwarded_allow_ips", mode="before")
@@ -157,7 +159,7 @@ class Settings(BaseSettings):
 
 
 def reveal(secret: SecretStr | None) -> str | None:
-    """The value of a secret setting (REDIS_URL, DATABASE_URL), for the code that connects."""
+    """The value of a secret setting (REDIS_URL, DATABASE_URL, ...), for the code that connects."""
     return secret.get_secret_value() if secret is not None else None
 
 
@@ -182,5 +184,9 @@ def describe(err: ValidationError, model: type[BaseSettings]) -> str:
     name = (prefix + field).upper()
     message = first["msg"].removeprefix("Value error, ")
     got = first.get("input")
-    shown = "" if isinstance(got, dict) or name.endswith(("_URL", "_KEY")) else f" (got {got!r})"
+    shown = (
+        ""
+        if isinstance(got, dict) or name.endswith(("_URL", "_KEY", "_PASSWORD"))
+        else f" (got {got!r})"
+    )
     return f"invalid setting {name}: {message}{shown}"

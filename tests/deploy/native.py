@@ -33,6 +33,7 @@ from testkit.procs import Daemon  # noqa: F401  pylint: disable=unused-import
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 COMPOSE_SIM_FILE = ROOT / "docker-compose.sim.yml"
+COMPOSE_SENTINEL_FILE = ROOT / "docker-compose.sentinel.yml"
 DOCKERFILE = ROOT / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
 ENV_SAMPLE = ROOT / ".env.sample"
@@ -107,6 +108,26 @@ def compose_command() -> list[str]:
     require_tool("docker-compose", "docker-compose.yml against the compose specification")
     pytest.skip("!!! docker-compose is version 1.x: the compose files are NOT VALIDATED !!!")
     raise AssertionError("unreachable")
+
+
+def compose_config(
+    tmp_path: Path, *files: Path, dotenv: str | None = None, profiles: tuple[str, ...] = ()
+) -> dict[str, Any]:
+    """`compose config` of `files` copied to a fresh directory (like a fresh clone), as JSON."""
+    project = tmp_path / "clone"
+    project.mkdir(exist_ok=True)
+    for path in files:
+        shutil.copy(path, project / path.name)
+    if dotenv is not None:
+        (project / ".env").write_text(dotenv, encoding="utf-8")
+    args = [*compose_command()]
+    for path in files:
+        args += ["-f", path.name]
+    for profile in profiles:
+        args += ["--profile", profile]
+    result = run([*args, "config", "--format", "json"], cwd=project, env=clean_env())
+    assert result.returncode == 0, f"compose config failed:\n{result.stderr}"
+    return json.loads(result.stdout)
 
 
 def run(args: list[str], *, cwd: Path = ROOT, env: Mapping[str, str] | None = None, timeout=60):

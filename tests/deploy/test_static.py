@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 from ipaddress import ip_address, ip_network
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ from tests.deploy.native import (
     ALERTS_TEST_YML,
     ALERTS_YML,
     COMPOSE_FILE,
+    COMPOSE_SENTINEL_FILE,
     COMPOSE_SIM_FILE,
     DASHBOARD,
     DOCKERFILE,
@@ -37,7 +37,7 @@ from tests.deploy.native import (
     PROMETHEUS_YML,
     ROOT,
     clean_env,
-    compose_command,
+    compose_config,
     exported_metric_names,
     iter_panels,
     load_dashboard,
@@ -63,6 +63,7 @@ RATESVC_ROLES = {"migrate", "collector", "collector-standby", "persister", "api"
 SECRETS = {
     "COINGECKO_API_KEY",
     "REDIS_URL",
+    "REDIS_SENTINEL_PASSWORD",
     "DATABASE_URL",
     "POSTGRES_PASSWORD",
     "GRAFANA_ADMIN_PASSWORD",
@@ -70,26 +71,6 @@ SECRETS = {
 
 
 # ------------------------------------------------------------------------------- compose
-def compose_config(
-    tmp_path: Path, *files: Path, dotenv: str | None = None, profiles: tuple[str, ...] = ()
-) -> dict[str, Any]:
-    """`compose config` of `files` copied to a fresh directory (like a fresh clone), as JSON."""
-    project = tmp_path / "clone"
-    project.mkdir(exist_ok=True)
-    for path in files:
-        shutil.copy(path, project / path.name)
-    if dotenv is not None:
-        (project / ".env").write_text(dotenv, encoding="utf-8")
-    args = [*compose_command()]
-    for path in files:
-        args += ["-f", path.name]
-    for profile in profiles:
-        args += ["--profile", profile]
-    result = run([*args, "config", "--format", "json"], cwd=project, env=clean_env())
-    assert result.returncode == 0, f"compose config failed:\n{result.stderr}"
-    return json.loads(result.stdout)
-
-
 @pytest.fixture(name="compose")
 def compose_fixture(tmp_path: Path) -> dict[str, Any]:
     return compose_config(tmp_path, COMPOSE_FILE)
@@ -424,7 +405,10 @@ def test_env_sample_values_are_valid_settings(tmp_path):
 
 def test_env_sample_documents_compose_variables_and_marks_secrets():
     documented = documented_variables()
-    compose_text = COMPOSE_FILE.read_text(encoding="utf-8") + COMPOSE_SIM_FILE.read_text("utf-8")
+    compose_text = "".join(
+        path.read_text(encoding="utf-8")
+        for path in (COMPOSE_FILE, COMPOSE_SIM_FILE, COMPOSE_SENTINEL_FILE)
+    )
     referenced = set(re.findall(r"\$\{([A-Z][A-Z0-9_]*)", compose_text))
     assert not referenced - set(documented), referenced - set(documented)
     lines = ENV_SAMPLE.read_text(encoding="utf-8").splitlines()

@@ -4,12 +4,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
+from dataclasses import dataclass
 from urllib.parse import parse_qs, urlsplit, urlunsplit
+
+# What a replica sends its master (RESP): a connection that carries one is a replication link.
+_REPLICATION_COMMAND = re.compile(rb"\r\n(REPLCONF|PSYNC|SYNC)\r\n", re.IGNORECASE)
+
+
+@dataclass
+class _Link:
+    replication: bool = False
 
 
 class RedisProxy:
     """`cut()` drops and refuses connections, `open()` listens again on the same port,
-    `blackhole()` holds bytes in flight until `heal()` delivers them late."""
+    `blackhole()` holds bytes in flight until `heal()` delivers them late, `hold_replication()`
+    does so only for what the server sends its replicas (a replica that stopped keeping up while
+    clients are served). `cut()` drops whatever is held: it never arrives."""
 
     def __init__(self, redis_url: str) -> None:
         self.parts = urlsplit(redis_url)
@@ -19,6 +31,8 @@ class RedisProxy:
         self._writers: set[asyncio.StreamWriter] = set()
         self._flowing = asyncio.Event()
         self._flowing.set()
+        self._replicating = asyncio.Event()
+        self._replicating.set()
 
     @property
     def url(self) -> str:
@@ -42,16 +56,22 @@ class RedisProxy:
         self._server.close()
         for writer in list(self._writers):
             writer.close()
-        self._flowing.set()
+        self._flowing.set()  # held bytes meet closed writers: dropped
+        self._replicating.set()
         await self._server.wait_closed()
 
     def blackhole(self) -> None:
         """A partition: connections stay open, bytes wait here (for `heal`)."""
         self._flowing.clear()
 
+    def hold_replication(self) -> None:
+        """Hold what the server sends on replication links (clients and sentinels still flow)."""
+        self._replicating.clear()
+
     def heal(self) -> None:
         """Deliver everything held, late, and flow again."""
         self._flowing.set()
+        self._replicating.set()
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if self.unix_path:
@@ -61,16 +81,32 @@ class RedisProxy:
                 self.parts.hostname or "127.0.0.1", self.parts.port or 6379
             )
         self._writers.update((writer, up_writer))
+        link = _Link()
         # Python 3.11's stream callback logs a cancelled handler as an error: end quietly.
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.gather(
-                self._pipe(reader, up_writer), self._pipe(up_reader, writer), return_exceptions=True
+                self._pipe(reader, up_writer, link, upstream=True),
+                self._pipe(up_reader, writer, link, upstream=False),
+                return_exceptions=True,
             )
 
-    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _pipe(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        link: _Link,
+        *,
+        upstream: bool,
+    ) -> None:
         try:
             while data := await reader.read(65536):
+                if upstream and not link.replication:
+                    link.replication = bool(_REPLICATION_COMMAND.search(data))
                 await self._flowing.wait()
+                if link.replication and not upstream:
+                    await self._replicating.wait()
+                if writer.is_closing():
+                    return  # cut meanwhile: what was held is dropped
                 writer.write(data)
                 await writer.drain()
         finally:

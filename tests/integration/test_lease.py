@@ -163,6 +163,12 @@ async def test_the_lease_is_exclusive_renewable_by_its_holder_only_and_terms_gro
     assert second.token == LeaseToken("bravo", 2)
 
 
+async def test_a_redis_without_replicas_confirms_an_acquisition_at_once(redis):
+    claim = await RateBus(redis).acquire_lease("alpha", lease_ms=60_000)
+    assert claim.token == LeaseToken("alpha", 1)
+    assert claim.confirmed and claim.replicas == 0  # nothing to WAIT for: a lone node never waits
+
+
 async def test_a_fenced_publish_writes_with_its_term_and_is_refused_once_the_lease_moved(redis):
     bus = RateBus(redis)
     token = (await bus.acquire_lease("alpha", lease_ms=60_000)).token

@@ -86,7 +86,9 @@ def create_app(
             url = reveal(settings.redis_url)
             if url is None:
                 raise ValueError("REDIS_URL must be set for the API")
-            redis = owned_redis = redis_client(url)
+            redis = owned_redis = redis_client(
+                url, sentinel_password=reveal(settings.redis_sentinel_password)
+            )
         mirror = build_mirror(settings, redis)
     running = mirror
 

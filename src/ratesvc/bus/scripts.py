@@ -2,18 +2,28 @@
 
 # Acquire: free -> INCR the term and SET the lease; still ours (ARGV[3]) -> extend it, same term;
 # held by another -> {0, value, pttl}. One script, so a term is never burnt on a lost race.
+# Success is {1, token, n}: n = the replicas online on this server now (INFO replication), which
+# the caller then WAITs for (bus/lease.py): replication is asynchronous, and a term the replicas
+# never got could be handed out again by a promoted one.
 ACQUIRE_LUA = """
+local function online_replicas()
+  local n = 0
+  for _ in string.gmatch(redis.call('INFO', 'replication'), 'state=online') do
+    n = n + 1
+  end
+  return n
+end
 local current = redis.call('GET', KEYS[1])
 if current then
   if current == ARGV[3] then
     redis.call('PEXPIRE', KEYS[1], ARGV[2])
-    return {1, current}
+    return {1, current, online_replicas()}
   end
   return {0, current, redis.call('PTTL', KEYS[1])}
 end
 local token = ARGV[1] .. ':' .. redis.call('INCR', KEYS[2])
 redis.call('SET', KEYS[1], token, 'PX', ARGV[2])
-return {1, token}
+return {1, token, online_replicas()}
 """
 RENEW_LUA = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then

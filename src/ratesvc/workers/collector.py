@@ -314,7 +314,7 @@ async def run_collector(
         url = reveal(settings.redis_url)
         if url is None:
             raise ValueError("the collector needs REDIS_URL")
-        redis = await connect_redis(url)
+        redis = await connect_redis(url, sentinel_password=reveal(settings.redis_sentinel_password))
     try:
         share_through_redis(redis, sources)
         await collect(settings, RateBus(redis, maxlen=settings.stream_maxlen), sources, stop=stop)

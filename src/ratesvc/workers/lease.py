@@ -3,7 +3,9 @@
 The holder renews every lease_ms/3 and trusts its lease locally only until LOCAL_VALIDITY of the
 lease time has passed since the last successful renewal was SENT (so it stops before Redis expires
 the key); the fenced publish (bus/stream.py) guarantees it, this only stops pointless attempts.
-A standby retries the acquisition when the holder's lease is due to expire. Knows no key names.
+A standby retries the acquisition when the holder's lease is due to expire. An acquisition the
+Redis replicas did not acknowledge (bus/lease.py: a failover could hand its term out again) is
+kept pending, not led with: it is re-taken, same term, until they do. Knows no key names.
 """
 
 from __future__ import annotations
@@ -84,6 +86,7 @@ class Leadership:
         self.sleep = sleep
         self._token: LeaseToken | None = None
         self._last: LeaseToken | None = None  # the last token we held (continuity check)
+        self._pending: LeaseToken | None = None  # taken on the master, not yet on its replicas
         self._valid_until = 0.0
         self._superseded = False
         self.log = logger.bind(role="collector", holder=holder)
@@ -136,7 +139,8 @@ class Leadership:
 
     async def release(self) -> None:
         """Give the lease up (clean shutdown) so a standby can take over at once."""
-        token, self._token = self._token, None
+        token, self._token = self._token or self._pending, None
+        self._pending = None
         if token is None:
             return
         metrics.COLLECTOR_LEADER.set(0)
@@ -151,8 +155,12 @@ class Leadership:
         sent = self.clock()
         async with asyncio.timeout(self.lease_ms / 1000):
             claim = await self.store.acquire_lease(
-                self.holder, lease_ms=self.lease_ms, previous=self._last
+                self.holder, lease_ms=self.lease_ms, previous=self._pending or self._last
             )
+        if claim.token is not None and not claim.confirmed:
+            self._unconfirmed(claim)
+            return self.interval_s
+        self._pending = None
         if claim.token is None:
             if not self._superseded:
                 self._superseded = True
@@ -177,6 +185,19 @@ class Leadership:
             return 0.0
         self._valid_until = sent + self.lease_ms / 1000 * LOCAL_VALIDITY
         return self.interval_s
+
+    def _unconfirmed(self, claim: LeaseClaim) -> None:
+        assert claim.token is not None
+        metrics.COLLECTOR_LEASE_UNCONFIRMED.inc()
+        if self._pending != claim.token:
+            self.log.warning(
+                "took the lease as term {term}, but only {acked} of {n} redis replicas "
+                "acknowledged it: not publishing until they do (a failover could lose it)",
+                term=claim.token.term,
+                acked=claim.acked,
+                n=claim.replicas,
+            )
+        self._pending = claim.token
 
     def _gain(self, token: LeaseToken, sent: float) -> None:
         last = self._last

@@ -67,7 +67,9 @@ async def run_persister(
     if redis is None:
         if redis_url is None:
             raise ValueError("the persister needs REDIS_URL")
-        redis = await connect_redis(redis_url)
+        redis = await connect_redis(
+            redis_url, sentinel_password=reveal(settings.redis_sentinel_password)
+        )
     try:
         async with open_db(database_url) as db:
             bus = RateBus(redis, maxlen=settings.stream_maxlen)

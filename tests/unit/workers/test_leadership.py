@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from prometheus_client import REGISTRY
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from ratesvc.bus import LeaseClaim, LeaseToken
@@ -27,6 +28,7 @@ class FakeStore:
         self.expires_at = 0.0
         self.term = 0
         self.down = False
+        self.replicas_ack = True  # False: the replicas do not acknowledge an acquisition
         self.released: list[LeaseToken] = []
 
     def _current(self) -> str | None:
@@ -53,10 +55,14 @@ class FakeStore:
         if current is not None:
             if previous is not None and current == previous.value:
                 self.expires_at = self.clock() + lease_ms / 1000
-                return LeaseClaim(previous)
+                return self._claim(previous)
             ttl_ms = int((self.expires_at - self.clock()) * 1000)
             return LeaseClaim(None, holder=current, ttl_ms=ttl_ms)
-        return LeaseClaim(self.grab(holder, ttl_s=lease_ms / 1000))
+        return self._claim(self.grab(holder, ttl_s=lease_ms / 1000))
+
+    def _claim(self, token: LeaseToken) -> LeaseClaim:
+        acked = 1 if self.replicas_ack else 0
+        return LeaseClaim(token, confirmed=self.replicas_ack, replicas=1, acked=acked)
 
     async def renew_lease(self, token: LeaseToken, *, lease_ms: int) -> bool:
         self._check()
@@ -214,6 +220,47 @@ async def test_release_while_redis_is_down_leaves_the_lease_to_expire():
     store.down = True
     await leadership.release()
     assert not leadership.is_leader() and store.value == "alpha:1"
+
+
+def unconfirmed_total() -> float:
+    return REGISTRY.get_sample_value("ratesvc_collector_lease_unconfirmed_total") or 0.0
+
+
+async def test_an_acquisition_the_replicas_did_not_acknowledge_is_not_led_with():
+    leadership, store, listener, clock = make()
+    store.replicas_ack = False
+    before = unconfirmed_total()
+    for _ in range(5):  # however long the replicas lag, and past the lease time
+        await leadership.step()
+        assert not leadership.is_leader() and leadership.token() is None
+        clock.now += leadership.interval_s
+    assert not listener.calls and unconfirmed_total() == before + 5
+    # the same term is kept (re-taken as ours), so no other collector gets the lease meanwhile
+    assert store.value == "alpha:1" and store.term == 1
+
+    store.replicas_ack = True  # the replicas caught up
+    await leadership.step()
+    assert leadership.token() == LeaseToken("alpha", 1)
+    assert listener.calls == [("gain", 1, False)]
+
+
+async def test_a_pending_acquisition_lost_to_another_holder_stands_by():
+    leadership, store, listener, clock = make()
+    store.replicas_ack = False
+    await leadership.step()
+    clock.now += LEASE_MS / 1000  # the pending lease expired (e.g. a failover lost it)
+    store.grab("bravo")
+    await leadership.step()
+    assert not leadership.is_leader()
+    assert listener.calls == [("superseded", "bravo:2")]
+
+
+async def test_release_gives_up_a_pending_acquisition_too():
+    leadership, store, _, _ = make()
+    store.replicas_ack = False
+    await leadership.step()
+    await leadership.release()
+    assert store.value is None and store.released == [LeaseToken("alpha", 1)]
 
 
 def test_lease_tokens_round_trip_holders_with_colons():
