@@ -44,6 +44,14 @@ def _query(name: str, description: str, allowed: tuple[str, ...], *, many: bool)
     }
 
 
+IF_NONE_MATCH_PARAMETER: dict[str, Any] = {
+    "name": "If-None-Match",
+    "in": "header",
+    "required": False,
+    "description": "ETags (list, W/ forms, or *); a match answers 304 with no body.",
+    "schema": {"type": "string"},
+}
+
 COURSES_PARAMETERS: list[dict[str, Any]] = [
     _query(
         "exchanger",
@@ -60,13 +68,7 @@ COURSES_PARAMETERS: list[dict[str, Any]] = [
         DIRECTIONS,
         many=True,
     ),
-    {
-        "name": "If-None-Match",
-        "in": "header",
-        "required": False,
-        "description": "ETags (list, W/ forms, or *); a match answers 304 with no body.",
-        "schema": {"type": "string"},
-    },
+    IF_NONE_MATCH_PARAMETER,
 ]
 
 ACCEPT_VERSION_PARAMETER: dict[str, Any] = {
@@ -104,7 +106,7 @@ def _problem_response(description: str, kinds: list[problems.ProblemType]) -> di
     }
 
 
-def courses_responses(model: type[BaseModel], *, versioned: bool) -> dict[int | str, Any]:
+def courses_responses(model: Any, *, versioned: bool) -> dict[int | str, Any]:
     """The documented responses of a /courses route."""
     headers = dict(RATE_HEADERS)
     if not versioned:
