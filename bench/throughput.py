@@ -10,9 +10,9 @@ haproxy/haproxy.cfg unchanged (addresses and ports through its LB_* variables; t
 rate limit off). Then, `--rounds` times, wrk at `--connections` for `--seconds` on:
 (a) the bare endpoint (the ceiling), (b) /courses, (c) /courses revalidated with If-None-Match
 (304), (d) /courses?exchanger=binance&direction=BTC-USD,ETH-RUB, (e) /v2/courses (the same eight
-directions with provenance; DESIGN §8 wants e >= 0.9 x b in the same run). Next, while wrk loads /courses,
-the simulator moves BTCUSDT `--changes` times and both workers are polled until they serve the
-new value (freshness). `--soak-seconds` N adds an N-second run sampling each worker's RSS.
+directions with provenance; DESIGN §8 wants e >= 0.9 x b in the same run). Next, while wrk loads
+/courses, the simulator moves BTCUSDT `--changes` times and both workers are polled until they
+serve the new value (freshness). `--soak-seconds` N adds an N-second run sampling each worker's RSS.
 Prints the table and rewrites the results block of `--out` (text outside it is kept).
 Every loop is bounded in count and time; only loopback addresses are used.
 """
@@ -415,8 +415,8 @@ def benchmark(topo: Topology, args: argparse.Namespace) -> str:
         "through a DNS name as in Docker). wrk "
         f"`-t{args.threads} -c{args.connections} -d{args.seconds}s`, {args.rounds} round(s) of "
         "a-e, interleaved (each round starts one scenario later); the summary keeps each "
-        "scenario's median run, and the per-round ratios compare runs minutes apart at most. Load generator, balancer, "
-        "workers and the rest of the service share the same cores.",
+        "scenario's median run, and the per-round ratios compare runs minutes apart at most. "
+        "Load generator, balancer, workers and the rest of the service share the same cores.",
         "",
         "### Throughput",
         "",

@@ -20,7 +20,8 @@ Values are exact: mids and products of the venues' decimals are never rounded (A
 places when it renders). The one inexact step is the optional USDC/USDT correction, a division
 (28 significant digits). Bid/ask: a Binance value carries the book its Binance legs imply
 (`Priced`): BTC-USD is BTCUSDT's bid/ask, BTC-RUB is BTCUSDT's bid and ask each x the FX price
-(CoinGecko has no book), the corrected USD values divide by USDCUSDT's opposite side (`Priced.divided_by`). A value
+(CoinGecko has no book), the corrected USD values divide by USDCUSDT's opposite side
+(`Priced.divided_by`). A value
 with no book behind it has none: every CoinGecko value, and the Binance USDT values (1 by
 convention, or the FX price).
 """
@@ -171,24 +172,31 @@ def derive_binance(quotes: QuoteTable, config: DerivationConfig) -> list[RateTic
     fx = quotes.get((config.fx_source, "USDT/RUB"))
     fx_leg = _leg(fx, config.fx_max_age_ms) if fx else None
 
-    # A Binance value's transport is how its Binance legs arrived (the FX leg is another venue).
     out: list[RateTick] = []
     for name, quote in coins.items():
-        if quote is None:
-            continue
-        leg, rest = _leg(quote, age), quote.transport is Transport.REST
-        usd_legs = (leg, usd.leg) if usd.divisor is not None else (leg,)
-        coin = Priced.of(leg)
-        out.append(_tick("binance", f"{name}-USD", usd.usd(coin), usd_legs, rest or usd.rest))
-        if fx_leg:
-            rub = coin.times(Priced.of(fx_leg))
-            out.append(_tick("binance", f"{name}-RUB", rub, (leg, fx_leg), rest))
+        if quote is not None:
+            out += _coin_ticks(name, _leg(quote, age), quote.transport, usd, fx_leg)
     for network in USDT_DIRECTIONS:
         priced = _adjusted(config, network, usd.usd(Priced(ONE)))
         out.append(_tick("binance", f"{network}-USD", priced, (usd.leg,), usd.rest))
         if fx_leg:
             priced = _adjusted(config, network, Priced.of(fx_leg))
             out.append(_tick("binance", f"{network}-RUB", priced, (usd.leg, fx_leg), usd.rest))
+    return out
+
+
+def _coin_ticks(
+    name: str, leg: Leg, transport: Transport, usd: _UsdBasis, fx_leg: Leg | None
+) -> list[RateTick]:
+    """X-USD and (with an FX leg) X-RUB of one coin quoted against USDT on Binance."""
+    # A Binance value's transport is how its Binance legs arrived (the FX leg is another venue).
+    rest = transport is Transport.REST
+    usd_legs = (leg, usd.leg) if usd.divisor is not None else (leg,)
+    coin = Priced.of(leg)
+    out = [_tick("binance", f"{name}-USD", usd.usd(coin), usd_legs, rest or usd.rest)]
+    if fx_leg:
+        rub = coin.times(Priced.of(fx_leg))
+        out.append(_tick("binance", f"{name}-RUB", rub, (leg, fx_leg), rest))
     return out
 
 

@@ -112,7 +112,8 @@ def test_entries_written_before_books_were_kept_still_decode():
         "value": "6207509.55",
         "ts_ms": "1000",
         "transport": "ws",
-        "legs": '[["binance","BTC/USDT","65000.1",1000,10000],["coingecko","USDT/RUB","95.5",500,900000]]',
+        "legs": '[["binance","BTC/USDT","65000.1",1000,10000],'
+        '["coingecko","USDT/RUB","95.5",500,900000]]',
     }
     decoded = event_from_fields(old)
     assert (decoded.bid, decoded.ask, decoded.since_ms) == (None, None, 0)

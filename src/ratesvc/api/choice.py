@@ -88,6 +88,7 @@ class FreshnessBook:
         self.fresh_since: dict[Key, int] = {}
         self.held: frozenset[Key] = frozenset()
         self.changes_at_ms = 0
+        self.blind = False  # the last evaluation could vouch for nothing (Redis lost too long)
 
     def evaluate(
         self,
@@ -103,6 +104,7 @@ class FreshnessBook:
         not fresh.
         """
         before = (self.fresh_since, self.held)
+        self.blind = blind
         self.fresh_since = {
             key: tick.since_ms
             for key, tick in ticks.items()

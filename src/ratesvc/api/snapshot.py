@@ -51,7 +51,6 @@ class Snapshot:
         self.loaded = False
         self.following = False
         self._lost_at_ms: int | None = None  # when following stopped (None while following)
-        self.blind = False  # lost the stream for longer than redis_stale_after_s: nothing fresh
         self.changes_at_ms = 0  # the first instant time alone may change an answer (evaluate)
         self._serving: str | None = None
 
@@ -81,7 +80,6 @@ class Snapshot:
         now = self.clock() if now is None else now
         blind_at = (self._lost_at_ms or 0) + self.redis_stale_after_ms
         blind = self._lost_at_ms is not None and now >= blind_at
-        self.blind = blind
         changed = self.book.evaluate(self.ticks, self.statuses, now, blind=blind)
         self.changes_at_ms = self.book.changes_at_ms
         if self._lost_at_ms is not None and not blind:

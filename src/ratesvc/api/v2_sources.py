@@ -80,7 +80,7 @@ def _entry(snapshot: Snapshot, name: str, serving: bool) -> dict[str, Any]:
 
 def _why_not_fresh(snapshot: Snapshot, name: str, ticks: list[Any]) -> str:
     # From the data and the evaluation only (not the clock): every worker words it alike.
-    if snapshot.blind:
+    if snapshot.book.blind:
         return "this worker has lost the Redis stream: its values cannot be vouched for"
     if not ticks:
         return "no value known yet"
