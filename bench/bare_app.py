@@ -3,7 +3,8 @@
 `python bench/bare_app.py --host 127.0.0.2 --port 18000` serves it with the very uvicorn settings
 of a ratesvc API worker (`ratesvc.apiserver.uvicorn_options`), so bench/throughput.py compares
 the service with the cheapest FastAPI answer under the same server, balancer and load.
-`GET /ready` answers 200 for HAProxy's health check, as the service does.
+`GET /serving` (HAProxy's health check) and `GET /ready` (the bench waits on it) answer 200, as the
+service does.
 """
 
 from __future__ import annotations
@@ -40,9 +41,15 @@ async def courses() -> Response:
     return Response(BODY, media_type="application/json")
 
 
+@app.get("/serving")
+async def serving() -> Response:
+    """HAProxy's health check (haproxy/haproxy.cfg asks /serving)."""
+    return Response(b"{}", media_type="application/json")
+
+
 @app.get("/ready")
 async def ready() -> Response:
-    """HAProxy's health check."""
+    """What the benchmark waits for before it starts."""
     return Response(b"{}", media_type="application/json")
 
 

@@ -1,4 +1,4 @@
-"""Throughput of GET /courses behind HAProxy with 2 API workers, side by side with its ceiling.
+"""Throughput of GET /courses (v1 and v2) behind HAProxy with 2 API workers, beside its ceiling.
 
 Usage: python bench/throughput.py [--seconds 20] [--connections 64] [--rounds 2] [--changes 50]
                                   [--soak-seconds 0] [--out docs/performance.md]
@@ -9,9 +9,10 @@ as in Docker), two `bench/bare_app.py` workers the same way, and two HAProxy ins
 haproxy/haproxy.cfg unchanged (addresses and ports through its LB_* variables; the per-client
 rate limit off). Then, `--rounds` times, wrk at `--connections` for `--seconds` on:
 (a) the bare endpoint (the ceiling), (b) /courses, (c) /courses revalidated with If-None-Match
-(304), (d) /courses?exchanger=binance&direction=BTC-USD,ETH-RUB. Next, while wrk loads /courses,
-the simulator moves BTCUSDT `--changes` times and both workers are polled until they serve the
-new value (freshness). `--soak-seconds` N adds an N-second run sampling each worker's RSS.
+(304), (d) /courses?exchanger=binance&direction=BTC-USD,ETH-RUB, (e) /v2/courses (the same eight
+directions with provenance; DESIGN §8 wants e >= 0.9 x b in the same run). Next, while wrk loads
+/courses, the simulator moves BTCUSDT `--changes` times and both workers are polled until they
+serve the new value (freshness). `--soak-seconds` N adds an N-second run sampling each worker's RSS.
 Prints the table and rewrites the results block of `--out` (text outside it is kept).
 Every loop is bounded in count and time; only loopback addresses are used.
 """
@@ -73,6 +74,7 @@ SCENARIOS = (
         "revalidate", "(c) (b) + If-None-Match: 304", "api", "/courses", 304, LUA_IF_NONE_MATCH
     ),
     Scenario("filtered", f"(d) ratesvc `/courses{FILTER}`", "api", "/courses" + FILTER, 200),
+    Scenario("v2", "(e) ratesvc `/v2/courses` (8 directions)", "api", "/v2/courses", 200),
 )
 
 
@@ -142,7 +144,8 @@ def measure(
     if check.status_code != scenario.expect:
         raise SystemExit(f"{scenario.key}: expected {scenario.expect}, got {check.status_code}")
     load1 = os.getloadavg()[0]
-    before_status = topo.worker_statuses()
+    route = scenario.path.split("?", 1)[0]
+    before_status = topo.worker_statuses(route)
     meter = CpuMeter(
         {
             "haproxy": [topo.lb[scenario.backend].proc.pid],
@@ -155,7 +158,7 @@ def measure(
     )  # fmt: skip
     run = parse_wrk(out.stdout, scenario, round_no)
     run.cpu_s = meter.stop()
-    after_status = topo.worker_statuses()
+    after_status = topo.worker_statuses(route)
     run.statuses = {
         code: n - before_status.get(code, 0.0)
         for code, n in after_status.items()
@@ -277,7 +280,10 @@ def results_table(runs: list[Run]) -> str:
               f"ceiling = {best['revalidate'].rps / ceiling:.3f}, 304 / 200 = "
               f"{best['revalidate'].rps / best['courses'].rps:.3f}. Per round, b/a: "
               f"{round_ratios(runs, 'courses', 'ceiling')}; c/b: "
-              f"{round_ratios(runs, 'revalidate', 'courses')}.", ""]  # fmt: skip
+              f"{round_ratios(runs, 'revalidate', 'courses')}.",
+              "",
+              f"**v2 / v1 = {best['v2'].rps / best['courses'].rps:.3f}** (e/b, medians; target "
+              f">= 0.9). Per round, e/b: {round_ratios(runs, 'v2', 'courses')}.", ""]  # fmt: skip
     lines += [
         "Every run (CPU seconds over the run; 2 cores give 2 s per second of wall time; "
         "`other` is every other process on the machine: sim, collector, persister, Redis, "
@@ -360,7 +366,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--seconds", type=int, default=20, help="wrk duration per run")
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--threads", type=int, default=2, help="wrk threads")
-    parser.add_argument("--rounds", type=int, default=3, help="a-d repeated; median kept")
+    parser.add_argument("--rounds", type=int, default=3, help="a-e repeated; median kept")
     parser.add_argument("--changes", type=int, default=50, help="price changes (0: skip)")
     parser.add_argument("--change-spacing-s", type=float, default=0.5)
     parser.add_argument("--soak-seconds", type=int, default=0, help="RSS soak run (0: skip)")
@@ -408,8 +414,9 @@ def benchmark(topo: Topology, args: argparse.Namespace) -> str:
         "per target, 2 workers each (127.0.0.2 and 127.0.0.3, one uvicorn process each, found "
         "through a DNS name as in Docker). wrk "
         f"`-t{args.threads} -c{args.connections} -d{args.seconds}s`, {args.rounds} round(s) of "
-        "a-b-c-d; the summary keeps each scenario's median run. Load generator, balancer, "
-        "workers and the rest of the service share the same cores.",
+        "a-e, interleaved (each round starts one scenario later); the summary keeps each "
+        "scenario's median run, and the per-round ratios compare runs minutes apart at most. "
+        "Load generator, balancer, workers and the rest of the service share the same cores.",
         "",
         "### Throughput",
         "",

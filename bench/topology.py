@@ -209,13 +209,13 @@ class Topology:
         """The worker daemons behind a balancer."""
         return self.api if backend == "api" else self.bare
 
-    def worker_statuses(self) -> dict[str, float]:
-        """ratesvc_http_requests_total of both API workers, summed per status code."""
+    def worker_statuses(self, path: str = "/courses") -> dict[str, float]:
+        """ratesvc_http_requests_total of `path` on both API workers, summed per status code."""
         totals: dict[str, float] = {}
         for host in WORKER_HOSTS:
             text = httpx.get(f"http://{host}:{self.ports['api']}/metrics", timeout=5).text
             for labels, value in parse_metrics(text).get("ratesvc_http_requests_total", []):
-                if labels.get("path") == "/courses":
+                if labels.get("path") == path:
                     code = labels["status_code"]
                     totals[code] = totals.get(code, 0.0) + value
         return totals

@@ -35,8 +35,8 @@ BAD_REQUESTS = (
     ("bad: unknown exchanger", "/v1/courses?exchanger=kraken", {}, 400, "unknown-exchanger"),
     ("bad: empty value", "/courses?direction=", {}, 400, "empty-value"),
     ("bad: unknown parameter", "/courses?currency=BTC", {}, 400, "unknown-parameter"),
-    ("bad: Accept-Version 2", "/courses", {"Accept-Version": "2"}, 406, "unsupported-version"),
-    ("bad: no such route", "/v2/courses", {}, 404, "not-found"),
+    ("bad: Accept-Version 3", "/courses", {"Accept-Version": "3"}, 406, "unsupported-version"),
+    ("bad: no such route", "/v3/courses", {}, 404, "not-found"),
 )
 
 

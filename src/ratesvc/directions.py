@@ -15,6 +15,15 @@ Binance has had no RUB market since 2024-01-30, so every Binance X-RUB value is 
 configured FX leg (default CoinGecko tether->rub). The bracketed USDC/USDT correction applies only
 when enabled and that market trades. USDTTRC and USDTERC carry the same USDT price, each optionally
 adjusted by a configured percentage. Every value keeps its legs; it is stale when any leg is.
+
+Values are exact: mids and products of the venues' decimals are never rounded (API v1 rounds to 8
+places when it renders). The one inexact step is the optional USDC/USDT correction, a division
+(28 significant digits). Bid/ask: a Binance value carries the book its Binance legs imply
+(`Priced`): BTC-USD is BTCUSDT's bid/ask, BTC-RUB is BTCUSDT's bid and ask each x the FX price
+(CoinGecko has no book), the corrected USD values divide by USDCUSDT's opposite side
+(`Priced.divided_by`). A value
+with no book behind it has none: every CoinGecko value, and the Binance USDT values (1 by
+convention, or the FX price).
 """
 
 from __future__ import annotations
@@ -23,7 +32,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-from ratesvc.domain import Leg, Quote, RateTick, Transport, quantize
+from ratesvc.decimals import exact_product
+from ratesvc.domain import Leg, Quote, RateTick, Transport
 
 ONE = Decimal(1)
 COINS = ("BTC", "ETH")
@@ -47,50 +57,107 @@ class DerivationConfig:
 QuoteTable = Mapping[tuple[str, str], Quote]  # (source, symbol) -> latest quote
 
 
+@dataclass(frozen=True, slots=True)
+class Priced:
+    """A price and, where a book stands behind it, the bid and ask it implies (both or neither).
+
+    Values multiply exactly. In a product a factor without a book (the FX leg, a fixed adjustment)
+    scales both sides by its price, so a cross has a book as soon as one factor has: BTC-RUB's bid
+    is BTC/USDT's bid x USDT/RUB. Nothing has a book when no factor has.
+    """
+
+    value: Decimal
+    bid: Decimal | None = None
+    ask: Decimal | None = None
+
+    @classmethod
+    def of(cls, leg: Leg) -> Priced:
+        """A leg's price and book."""
+        return cls(leg.price, leg.bid, leg.ask)
+
+    def times(self, other: Priced) -> Priced:
+        """The exact product; its book as the class docstring says."""
+        value = exact_product(self.value, other.value)
+        if self.bid is None and other.bid is None:
+            return Priced(value)
+        return Priced(
+            value,
+            exact_product(_side(self.bid, self.value), _side(other.bid, other.value)),
+            exact_product(_side(self.ask, self.value), _side(other.ask, other.value)),
+        )
+
+    def divided_by(self, other: Priced) -> Priced:
+        """This price in units of `other` (X/USDT / USDC/USDT = X/USDC). Selling X there means
+        buying USDC at its ask, so the bid divides by `other`'s ask and the ask by its bid.
+        Division is the one inexact step: 28 significant digits (the default context)."""
+        value = self.value / other.value
+        if self.bid is None and other.bid is None:
+            return Priced(value)
+        return Priced(
+            value,
+            _side(self.bid, self.value) / _side(other.ask, other.value),
+            _side(self.ask, self.value) / _side(other.bid, other.value),
+        )
+
+
+def _side(side: Decimal | None, value: Decimal) -> Decimal:
+    return value if side is None else side
+
+
 def derive_all(quotes: QuoteTable, config: DerivationConfig) -> list[RateTick]:
     """Every direction value that the current quotes allow, for every exchanger."""
     return derive_binance(quotes, config) + derive_coingecko(quotes, config)
 
 
 def _leg(quote: Quote, max_age_ms: int) -> Leg:
-    return Leg(quote.source, quote.symbol, quote.price, quote.ts_ms, max_age_ms)
+    return Leg(
+        quote.source, quote.symbol, quote.price, quote.ts_ms, max_age_ms, quote.bid, quote.ask
+    )
 
 
 def _tick(
-    exchanger: str, direction: str, value: Decimal, legs: tuple[Leg, ...], rest: bool
+    exchanger: str, direction: str, priced: Priced, legs: tuple[Leg, ...], rest: bool
 ) -> RateTick:
     return RateTick(
         exchanger=exchanger,
         direction=direction,
-        value=quantize(value),
+        value=priced.value,
         ts_ms=max(leg.ts_ms for leg in legs),
         legs=legs,
         transport=Transport.REST if rest else Transport.WS,
+        bid=priced.bid,
+        ask=priced.ask,
     )
 
 
-def _adjusted(config: DerivationConfig, network: str, value: Decimal) -> Decimal:
+def _adjusted(config: DerivationConfig, network: str, priced: Priced) -> Priced:
     pct = config.adjust_pct.get(network)
-    return value * (ONE + pct / 100) if pct else value
+    return priced.times(Priced(ONE + pct.scaleb(-2))) if pct else priced
 
 
 @dataclass(frozen=True, slots=True)
 class _UsdBasis:
-    """How Binance's USDT maps to USD: the factor, the leg that vouches for it, its transport."""
+    """How Binance's USDT maps to USD: the USDC/USDT divisor (if corrected), the leg that vouches
+    for it, its transport."""
 
-    factor: Decimal
+    divisor: Priced | None
     leg: Leg
     rest: bool
-    corrected: bool
+
+    def usd(self, priced: Priced) -> Priced:
+        """A USDT price in USD."""
+        return priced if self.divisor is None else priced.divided_by(self.divisor)
 
 
 def _usd_basis(live: list[Quote], usdc: Quote | None, age: int) -> _UsdBasis:
     if usdc is not None:
-        return _UsdBasis(ONE / usdc.price, _leg(usdc, age), usdc.transport is Transport.REST, True)
-    # USDT is Binance's USD: the value 1 is vouched for by the newest live Binance quote.
+        leg = _leg(usdc, age)
+        return _UsdBasis(Priced.of(leg), leg, usdc.transport is Transport.REST)
+    # USDT is Binance's USD: the value 1 is vouched for by the newest live Binance quote. It is a
+    # convention, not a market: no book.
     newest = max(live, key=lambda q: q.ts_ms)
     leg = Leg("binance", "USDT/USD", ONE, newest.ts_ms, age)
-    return _UsdBasis(ONE, leg, newest.transport is Transport.REST, False)
+    return _UsdBasis(None, leg, newest.transport is Transport.REST)
 
 
 def derive_binance(quotes: QuoteTable, config: DerivationConfig) -> list[RateTick]:
@@ -105,26 +172,31 @@ def derive_binance(quotes: QuoteTable, config: DerivationConfig) -> list[RateTic
     fx = quotes.get((config.fx_source, "USDT/RUB"))
     fx_leg = _leg(fx, config.fx_max_age_ms) if fx else None
 
-    # A Binance value's transport is how its Binance legs arrived (the FX leg is another venue).
     out: list[RateTick] = []
     for name, quote in coins.items():
-        if quote is None:
-            continue
-        leg, rest = _leg(quote, age), quote.transport is Transport.REST
-        usd_legs = (leg, usd.leg) if usd.corrected else (leg,)
-        out.append(
-            _tick("binance", f"{name}-USD", quote.price * usd.factor, usd_legs, rest or usd.rest)
-        )
-        if fx_leg:
-            out.append(
-                _tick("binance", f"{name}-RUB", quote.price * fx_leg.price, (leg, fx_leg), rest)
-            )
+        if quote is not None:
+            out += _coin_ticks(name, _leg(quote, age), quote.transport, usd, fx_leg)
     for network in USDT_DIRECTIONS:
-        value = _adjusted(config, network, usd.factor)
-        out.append(_tick("binance", f"{network}-USD", value, (usd.leg,), usd.rest))
+        priced = _adjusted(config, network, usd.usd(Priced(ONE)))
+        out.append(_tick("binance", f"{network}-USD", priced, (usd.leg,), usd.rest))
         if fx_leg:
-            value = _adjusted(config, network, fx_leg.price)
-            out.append(_tick("binance", f"{network}-RUB", value, (usd.leg, fx_leg), usd.rest))
+            priced = _adjusted(config, network, Priced.of(fx_leg))
+            out.append(_tick("binance", f"{network}-RUB", priced, (usd.leg, fx_leg), usd.rest))
+    return out
+
+
+def _coin_ticks(
+    name: str, leg: Leg, transport: Transport, usd: _UsdBasis, fx_leg: Leg | None
+) -> list[RateTick]:
+    """X-USD and (with an FX leg) X-RUB of one coin quoted against USDT on Binance."""
+    # A Binance value's transport is how its Binance legs arrived (the FX leg is another venue).
+    rest = transport is Transport.REST
+    usd_legs = (leg, usd.leg) if usd.divisor is not None else (leg,)
+    coin = Priced.of(leg)
+    out = [_tick("binance", f"{name}-USD", usd.usd(coin), usd_legs, rest or usd.rest)]
+    if fx_leg:
+        rub = coin.times(Priced.of(fx_leg))
+        out.append(_tick("binance", f"{name}-RUB", rub, (leg, fx_leg), rest))
     return out
 
 
@@ -142,8 +214,10 @@ def derive_coingecko(quotes: QuoteTable, config: DerivationConfig) -> list[RateT
             rest = quote.transport is Transport.REST
             if asset == "USDT":
                 for network in USDT_DIRECTIONS:
-                    value = _adjusted(config, network, quote.price)
-                    out.append(_tick("coingecko", f"{network}-{currency}", value, legs, rest))
+                    priced = _adjusted(config, network, Priced.of(legs[0]))
+                    out.append(_tick("coingecko", f"{network}-{currency}", priced, legs, rest))
             else:
-                out.append(_tick("coingecko", f"{asset}-{currency}", quote.price, legs, rest))
+                out.append(
+                    _tick("coingecko", f"{asset}-{currency}", Priced.of(legs[0]), legs, rest)
+                )
     return out

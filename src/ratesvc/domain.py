@@ -28,7 +28,7 @@ DIRECTIONS: tuple[str, ...] = (
 )
 DIRECTION_INDEX: dict[str, int] = {d: i for i, d in enumerate(DIRECTIONS)}
 
-# Values are quantized to this many decimal places before they are published.
+# API v1 renders values rounded to this many decimal places; everything else keeps them exact.
 VALUE_PLACES = 8
 _QUANT = Decimal(1).scaleb(-VALUE_PLACES)
 
@@ -68,7 +68,9 @@ class Quote:
     """One raw market observation from a source, before any derivation.
 
     `symbol` is normalised as BASE/QUOTE (``BTC/USDT``, ``USDT/RUB``); `ts_ms` is the exchange's
-    time when it sends one, else the local receive time.
+    time when it sends one, else the local receive time. `bid`/`ask` are the best book prices
+    exactly as the venue sent them, where it has a book (Binance bookTicker; `price` is then
+    their exact mid); None otherwise.
     """
 
     source: str
@@ -76,6 +78,8 @@ class Quote:
     price: Decimal
     ts_ms: int
     transport: Transport = Transport.WS
+    bid: Decimal | None = None
+    ask: Decimal | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,26 +92,39 @@ class Answer:
 
 @dataclass(frozen=True, slots=True)
 class Leg:
-    """One input of a derived value, kept so every value can be audited and aged."""
+    """One input of a derived value, kept so every value can be audited and aged.
+
+    `bid`/`ask`: the quote's book, when its venue has one (both or neither).
+    """
 
     source: str
     symbol: str
     price: Decimal
     ts_ms: int
     max_age_ms: int
+    bid: Decimal | None = None
+    ask: Decimal | None = None
 
     def is_stale(self, at_ms: int) -> bool:
         """True when this leg is older than its own freshness limit."""
         return at_ms - self.ts_ms > self.max_age_ms
 
     def to_json(self) -> list:
-        """Compact list form used on the wire and in Postgres."""
-        return [self.source, self.symbol, str(self.price), self.ts_ms, self.max_age_ms]
+        """Compact list form used on the wire and in Postgres.
+
+        ``[source, symbol, "price", ts_ms, max_age_ms]``, plus ``"bid", "ask"`` when the leg has a
+        book: readers that know only the first five items (older releases) still decode it.
+        """
+        raw: list = [self.source, self.symbol, str(self.price), self.ts_ms, self.max_age_ms]
+        if self.bid is not None and self.ask is not None:
+            raw += [str(self.bid), str(self.ask)]
+        return raw
 
     @classmethod
     def from_json(cls, raw: list) -> Leg:
-        """Inverse of to_json."""
-        return cls(raw[0], raw[1], Decimal(raw[2]), int(raw[3]), int(raw[4]))
+        """Inverse of to_json; a five-item leg (written before books were kept) has no book."""
+        book = (Decimal(raw[5]), Decimal(raw[6])) if len(raw) >= 7 else (None, None)
+        return cls(raw[0], raw[1], Decimal(raw[2]), int(raw[3]), int(raw[4]), *book)
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +136,8 @@ class RateTick:
     `since_ms` is when the collector last saw this value turn fresh after it was not (0: fresh
     since before anyone can tell, e.g. the first value ever): the failback hold-down counts from
     it, so every API worker, restarted or not, reaches the same decision from the shared data.
+    `value` is exact (never rounded: API v1 rounds when it renders); `bid`/`ask` are derived
+    from the legs' books where the exchanger has one (directions.py), else None.
     """
 
     exchanger: str
@@ -129,6 +148,8 @@ class RateTick:
     transport: Transport = Transport.WS
     since_ms: int = 0
     tick_id: str = field(default="", compare=False)
+    bid: Decimal | None = None
+    ask: Decimal | None = None
 
     def __post_init__(self) -> None:
         if not self.tick_id:
@@ -153,8 +174,8 @@ class RateTick:
         return f"{self.exchanger}:{self.direction}"
 
     def to_fields(self) -> dict[str, str]:
-        """Stream/hash codec: flat string fields."""
-        return {
+        """Stream/hash codec: flat string fields (`bid`/`ask` only when the value has a book)."""
+        fields = {
             "kind": "tick",
             "id": self.tick_id,
             "exchanger": self.exchanger,
@@ -165,11 +186,18 @@ class RateTick:
             "legs": orjson.dumps([leg.to_json() for leg in self.legs]).decode(),
             "since_ms": str(self.since_ms),
         }
+        if self.bid is not None and self.ask is not None:
+            fields["bid"], fields["ask"] = str(self.bid), str(self.ask)
+        return fields
 
     @classmethod
     def from_fields(cls, fields: dict) -> RateTick:
-        """Inverse of to_fields; takes str or bytes keys and values. Raises KeyError/ValueError."""
+        """Inverse of to_fields; takes str or bytes keys and values. Raises KeyError/ValueError.
+
+        Entries written before books were kept (no `bid`/`ask`, five-item legs) decode too.
+        """
         f = _decode(fields)
+        book = (Decimal(f["bid"]), Decimal(f["ask"])) if "bid" in f and "ask" in f else (None, None)
         return cls(
             exchanger=f["exchanger"],
             direction=f["direction"],
@@ -179,6 +207,8 @@ class RateTick:
             transport=Transport(f.get("transport", "ws")),
             since_ms=int(f.get("since_ms", 0)),
             tick_id=f.get("id", ""),
+            bid=book[0],
+            ask=book[1],
         )
 
 

@@ -40,6 +40,30 @@ def test_a_price_change_reaches_the_api(service: Service, sim: Sim) -> None:
     wait_until(lambda: all_served(service, "binance"), what="prices restored")
 
 
+def test_v2_serves_the_books_legs_and_exact_crosses_the_pipeline_carried(
+    service: Service,
+) -> None:
+    wait_until(lambda: all_served(service, "binance"), what="binance values")
+    body = service.http.get(
+        "/v2/courses", params={"exchanger": "binance", "direction": "BTC-USD,BTC-RUB"}
+    ).json()
+    usd, rub = body["courses"]
+    # the simulator quotes BTCUSDT 70000 with a half spread of 0.01, as bookTicker b/a text
+    assert (usd["value"], usd["bid"], usd["ask"]) == ("70000", "69999.99", "70000.01")
+    assert [(leg["source"], leg["symbol"]) for leg in rub["legs"]] == [
+        ("binance", "BTCUSDT"),
+        ("coingecko", "tether/rub"),
+    ]
+    fx = Decimal(rub["legs"][1]["price"])
+    assert fx == Decimal("95.5")
+    assert Decimal(rub["bid"]) == Decimal("69999.99") * fx  # the cross's sides x the FX price
+    assert Decimal(rub["ask"]) == Decimal("70000.01") * fx
+    assert rub["as_of"] == rub["legs"][1]["as_of"] == body["as_of"]  # as old as its FX leg
+    sources = {s["exchanger"]: s for s in service.http.get("/v2/sources").json()["sources"]}
+    assert (sources["binance"]["state"], sources["binance"]["transport"]) == ("up", "ws")
+    assert sources["coingecko"]["transport"] == "poll"
+
+
 def test_etag_revalidation_goes_200_304_200_after_a_change(service: Service, sim: Sim) -> None:
     wait_until(lambda: all_served(service, "binance"), what="binance values")
     first = service.courses(exchanger="binance", direction="ETH-USD")
@@ -118,9 +142,11 @@ BAD_QUERIES = [
 ]
 BAD_REQUESTS = [("GET", f"/courses?{q}", {}) for q in BAD_QUERIES] + [
     ("GET", "/v1/courses?direction=nope", {}),
-    ("GET", "/v2/courses", {}),
+    ("GET", "/v2/courses?direction=nope", {}),
+    ("GET", "/v2/sources?exchanger=binance", {}),
+    ("GET", "/v3/courses", {}),
     ("GET", "/v0/courses", {}),
-    ("GET", "/courses", {"Accept-Version": "2"}),
+    ("GET", "/courses", {"Accept-Version": "3"}),
     ("GET", "/courses", {"Accept-Version": "v9"}),
     ("GET", "/courses", {"Accept-Version": ""}),
     ("GET", "/courses", {"Accept-Version": "latest"}),

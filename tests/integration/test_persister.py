@@ -185,9 +185,13 @@ async def test_poison_entries_are_dead_lettered_without_blocking_the_others(
 async def test_a_row_postgres_refuses_is_isolated_and_dead_lettered(
     settings: Settings, bus: RateBus, repo: RateRepository, redis: aioredis.Redis
 ) -> None:
-    """A value beyond NUMERIC(30,10) fails the batch: entries are retried one by one."""
+    """A row Postgres refuses fails the batch: entries are retried one by one.
+
+    (Values are NUMERIC without a limit since migration 1; a direction longer than its
+    VARCHAR(32) column is what Postgres refuses here.)
+    """
     ticks = make_ticks(6)
-    huge = RateTick("binance", "ETH-USD", Decimal("1e25"), now_ms(), ticks[0].legs)
+    huge = RateTick("binance", "ETH-USD" + "-" * 40, Decimal(1), now_ms(), ticks[0].legs)
     dead_before = metric(DEAD)
     await bus.publish([*ticks[:3], huge, *ticks[3:]])
 
@@ -195,7 +199,7 @@ async def test_a_row_postgres_refuses_is_isolated_and_dead_lettered(
         await wait_until(drained(bus, repo, 6))
 
     [(_id, fields)] = await redis.xrange(DEAD_LETTER)
-    assert fields["id"] == huge.tick_id and "numeric field overflow" in fields["_reason"]
+    assert fields["id"] == huge.tick_id and "value too long" in fields["_reason"]
     assert metric(DEAD) - dead_before == 1
 
 

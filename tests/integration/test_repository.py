@@ -68,6 +68,41 @@ async def test_latest_ticks_returns_the_newest_per_pair_with_exact_values_and_le
         assert got.legs == want.legs and got.transport is Transport.REST
 
 
+async def test_values_and_books_come_back_exactly_as_written(repo: RateRepository) -> None:
+    """More places than v1 shows, the book of the value and of its legs: nothing rounded."""
+    legs = (
+        Leg(
+            "binance",
+            "BTC/USDT",
+            Decimal("65000.105"),
+            3_000,
+            10_000,
+            Decimal("65000.10000000"),
+            Decimal("65000.11000000"),
+        ),
+        Leg("coingecko", "USDT/RUB", Decimal("95.51234567890123456789012"), 2_000, 900_000),
+    )
+    value = Decimal("6208312.4979248765315424874284626")
+    tick = RateTick(
+        "binance",
+        "BTC-RUB",
+        value,
+        3_000,
+        legs,
+        bid=Decimal("6208312.020363148137036314589012"),
+        ask=Decimal("6208312.9754866049260486602679132"),
+    )
+    plain = make_tick("1.5", 1_000, exchanger="coingecko")
+    await repo.save_batch([("1-0", tick), ("2-0", plain)])
+
+    got, got_plain = await repo.latest_ticks()
+
+    assert got == tick and str(got.value) == str(value)
+    assert (str(got.bid), str(got.ask)) == (str(tick.bid), str(tick.ask))
+    assert str(got.legs[0].bid) == "65000.10000000"  # the venue's text
+    assert (got_plain.bid, got_plain.ask) == (None, None)
+
+
 async def test_latest_of_an_empty_history_is_empty(repo: RateRepository, migrated_url: str) -> None:
     """No history: nothing to seed from (also through the connection of the open_db context)."""
     assert not await repo.latest_ticks()

@@ -4,14 +4,21 @@ from decimal import Decimal
 
 import pytest
 
+from ratesvc.decimals import exact_product, plain
 from ratesvc.directions import DerivationConfig, derive_all
-from ratesvc.domain import DIRECTIONS, Quote, Transport
+from ratesvc.domain import DIRECTIONS, Quote, Transport, quantize
 
 T0 = 1_700_000_000_000
 
 
 def q(source: str, symbol: str, price: str, ts_ms: int = T0, transport=Transport.WS) -> Quote:
     return Quote(source, symbol, Decimal(price), ts_ms, transport)
+
+
+def book(symbol: str, bid: str, ask: str, ts_ms: int = T0) -> Quote:
+    """A Binance bookTicker quote: the exact mid with its bid and ask."""
+    mid = (Decimal(bid) + Decimal(ask)) / 2
+    return Quote("binance", symbol, mid, ts_ms, Transport.WS, Decimal(bid), Decimal(ask))
 
 
 def table(*quotes: Quote) -> dict:
@@ -88,8 +95,10 @@ def test_usdc_correction_turns_usdt_prices_into_usd():
     config = DerivationConfig(max_age_ms=CONFIG.max_age_ms, usdc_correction=True)
     quotes = table(*FULL.values(), q("binance", "USDC/USDT", "1.0002"))
     ticks = by_key(derive_all(quotes, config))
-    assert ticks["binance", "BTC-USD"].value == Decimal("64987.10257948")
-    assert ticks["binance", "USDTERC-USD"].value == Decimal("0.99980004")
+    # a division: the one inexact step, 28 significant digits (v1 shows 8 places of it)
+    assert ticks["binance", "BTC-USD"].value == Decimal("64987.10257948410317936412717")
+    assert quantize(ticks["binance", "BTC-USD"].value) == Decimal("64987.10257948")
+    assert quantize(ticks["binance", "USDTERC-USD"].value) == Decimal("0.99980004")
     assert ("binance", "USDC/USDT") in [
         (l.source, l.symbol) for l in ticks["binance", "BTC-USD"].legs
     ]
@@ -118,3 +127,65 @@ def test_coingecko_values_carry_the_transport_of_their_quote():
     ticks = by_key(derive_all(quotes, CONFIG))
     assert ticks["coingecko", "BTC-USD"].transport is Transport.REST
     assert ticks["coingecko", "ETH-USD"].transport is Transport.WS
+
+
+BOOKS = table(
+    *FULL.values(),
+    book("BTC/USDT", "65000.10000000", "65000.11000000"),
+    book("ETH/USDT", "3200.49000000", "3200.51000000"),
+)
+
+
+def test_binance_usd_values_carry_the_usdt_book_exactly():
+    ticks = by_key(derive_all(BOOKS, CONFIG))
+    btc = ticks["binance", "BTC-USD"]
+    assert (btc.bid, btc.ask, btc.value) == (
+        Decimal("65000.1"),
+        Decimal("65000.11"),
+        Decimal("65000.105"),  # the mid, not rounded
+    )
+    assert (btc.legs[0].bid, btc.legs[0].ask) == (Decimal("65000.1"), Decimal("65000.11"))
+
+
+def test_a_cross_multiplies_each_side_of_the_market_leg_by_the_fx_price_exactly():
+    # CoinGecko's FX price: no book, and more digits than Decimal's default 28-digit context keeps
+    fx = q("coingecko", "USDT/RUB", "95.51234567890123456789012")
+    ticks = by_key(derive_all(table(*BOOKS.values(), fx), CONFIG))
+    cross = ticks["binance", "BTC-RUB"]
+    assert plain(cross.bid) == "6208312.020363148137036314589012"
+    assert plain(cross.ask) == "6208312.9754866049260486602679132"
+    assert plain(cross.value) == "6208312.4979248765315424874284626"  # mid x FX, 32 digits
+    assert cross.bid < cross.value < cross.ask
+    assert (cross.legs[1].bid, cross.legs[1].ask) == (None, None)
+
+
+def test_values_without_a_book_behind_them_have_no_bid_or_ask():
+    ticks = by_key(derive_all(BOOKS, CONFIG))
+    for key in [
+        ("binance", "USDTTRC-USD"),  # 1 by convention
+        ("binance", "USDTERC-RUB"),  # the FX price
+        ("coingecko", "BTC-USD"),
+        ("coingecko", "USDTTRC-RUB"),
+    ]:
+        assert (ticks[key].bid, ticks[key].ask) == (None, None), key
+
+
+def test_usdc_correction_divides_each_side_by_the_opposite_side_of_usdcusdt():
+    config = DerivationConfig(max_age_ms=CONFIG.max_age_ms, usdc_correction=True)
+    quotes = table(*BOOKS.values(), book("USDC/USDT", "0.9999", "1.0001"))
+    ticks = by_key(derive_all(quotes, config))
+    btc, usdt = ticks["binance", "BTC-USD"], ticks["binance", "USDTTRC-USD"]
+    assert btc.bid == Decimal("65000.1") / Decimal("1.0001")
+    assert btc.ask == Decimal("65000.11") / Decimal("0.9999")
+    assert (usdt.bid, usdt.ask) == (1 / Decimal("1.0001"), 1 / Decimal("0.9999"))
+
+
+def test_adjustments_scale_value_and_book_alike():
+    config = DerivationConfig(max_age_ms=CONFIG.max_age_ms, adjust_pct={"USDTTRC": Decimal("0.5")})
+    quotes = table(*BOOKS.values(), book("USDC/USDT", "0.9999", "1.0001"))
+    config = DerivationConfig(
+        max_age_ms=CONFIG.max_age_ms, usdc_correction=True, adjust_pct=config.adjust_pct
+    )
+    usdt = by_key(derive_all(quotes, config))["binance", "USDTTRC-USD"]
+    assert usdt.bid == exact_product(1 / Decimal("1.0001"), Decimal("1.005"))
+    assert usdt.ask == exact_product(1 / Decimal("0.9999"), Decimal("1.005"))

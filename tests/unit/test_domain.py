@@ -70,3 +70,59 @@ def test_stale_at_is_the_first_leg_to_expire():
 )
 def test_quantize_never_uses_exponents(raw, expected):
     assert str(quantize(Decimal(raw))) == expected
+
+
+def booked() -> RateTick:
+    legs = (
+        Leg(
+            "binance",
+            "BTC/USDT",
+            Decimal("65000.105"),
+            1_000,
+            10_000,
+            Decimal("65000.10000000"),
+            Decimal("65000.11000000"),
+        ),
+        Leg("coingecko", "USDT/RUB", Decimal("95.5"), 500, 900_000),
+    )
+    return RateTick(
+        "binance",
+        "BTC-RUB",
+        Decimal("6207510.0275"),
+        1_000,
+        legs,
+        bid=Decimal("6207509.55"),
+        ask=Decimal("6207510.505"),
+    )
+
+
+def test_bid_ask_and_leg_books_round_trip_with_their_exact_text():
+    decoded = event_from_fields(booked().to_fields())
+    assert decoded == booked()
+    assert str(decoded.legs[0].bid) == "65000.10000000"  # the venue's text, trailing zeros kept
+    assert (decoded.legs[1].bid, decoded.legs[1].ask) == (None, None)
+
+
+def test_entries_written_before_books_were_kept_still_decode():
+    old = {
+        "kind": "tick",
+        "id": "x" * 32,
+        "exchanger": "binance",
+        "direction": "BTC-RUB",
+        "value": "6207509.55",
+        "ts_ms": "1000",
+        "transport": "ws",
+        "legs": '[["binance","BTC/USDT","65000.1",1000,10000],'
+        '["coingecko","USDT/RUB","95.5",500,900000]]',
+    }
+    decoded = event_from_fields(old)
+    assert (decoded.bid, decoded.ask, decoded.since_ms) == (None, None, 0)
+    assert all(leg.bid is None and leg.ask is None for leg in decoded.legs)
+    assert decoded.value == Decimal("6207509.55")
+
+
+def test_a_leg_with_a_book_keeps_the_five_item_layout_older_readers_know():
+    raw = booked().legs[0].to_json()
+    assert raw[:5] == ["binance", "BTC/USDT", "65000.105", 1_000, 10_000]
+    assert raw[5:] == ["65000.10000000", "65000.11000000"]
+    assert booked().legs[1].to_json() == ["coingecko", "USDT/RUB", "95.5", 500, 900_000]

@@ -18,12 +18,13 @@ from prometheus_client import multiprocess
 from redis.asyncio import Redis
 from starlette_exporter import PrometheusMiddleware
 
-from ratesvc.api import courses, docs, health, problems, v1
+from ratesvc.api import courses, docs, health, problems, v1, v2, v2_sources
 from ratesvc.api.access import RequestEdge
 from ratesvc.api.courses import CoursesEndpoint
 from ratesvc.api.fastpath import FastPath, RequestMetrics
 from ratesvc.api.mirror import HistoryLoader, RateMirror
 from ratesvc.api.render import RenderCache
+from ratesvc.api.v2_sources import SourcesEndpoint
 from ratesvc.bus import RateBus
 from ratesvc.connections import redis_client
 from ratesvc.domain import RateTick, SourceStatus
@@ -35,10 +36,14 @@ MULTIPROC_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
 
 DESCRIPTION = """Current exchange rates of eight directions from Binance and CoinGecko.
 
-* Version: `/v1/courses`, or `/courses` with `Accept-Version: 1` (default 1). Every answer
-  carries `API-Version`; unversioned answers `Vary: Accept-Version`.
+* Versions: `/v1/courses` (values as JSON numbers, 8 places), `/v2/courses` (exact decimal
+  strings with bid/ask, legs, `as_of` and `stale` per value), or `/courses` with
+  `Accept-Version: 1` or `2` (default 1). Every answer carries `API-Version`; unversioned answers
+  `Vary: Accept-Version`.
 * Caching: strong `ETag` from the body, `Cache-Control: no-cache`, `If-None-Match` gives 304.
-* Staleness is reported in headers only: `X-Rates-Stale`, `X-Rates-As-Of`, `X-Rates-Age`.
+* Staleness in headers on both versions: `X-Rates-Stale`, `X-Rates-As-Of`, `X-Rates-Age`; v2
+  also in the body (`stale`, `as_of`; never an age, so the ETag holds while nothing changes).
+* `/v2/sources`: each exchanger's state, transport, last data, and whether it serves.
 * Errors are `application/problem+json` (RFC 9457) naming the allowed values.
 """
 
@@ -116,11 +121,17 @@ def create_app(
     )
     app.state.settings = settings
     app.state.mirror = mirror
-    caches = {v1.VERSION: RenderCache(mirror, render_body=v1.render_v1, api_version=v1.VERSION)}
+    caches = {
+        v1.VERSION: RenderCache(mirror, render_body=v1.render_v1, api_version=v1.VERSION),
+        v2.VERSION: RenderCache(mirror, render_body=v2.render_v2, api_version=v2.VERSION),
+    }
     endpoint = CoursesEndpoint(caches, clock=mirror.clock)
     app.state.courses = endpoint
-    app.include_router(courses.router(endpoint, default_model=v1.CoursesV1))
+    app.state.sources = SourcesEndpoint(mirror, clock=mirror.clock)
+    app.include_router(courses.router(endpoint, default_model=v1.CoursesV1 | v2.CoursesV2))
     app.include_router(v1.router(endpoint))
+    app.include_router(v2.router(endpoint))
+    app.include_router(v2_sources.router(app.state.sources))
     app.include_router(health.router)
     docs.install(app)
     problems.install(app)
@@ -139,10 +150,11 @@ def create_app(
 
 
 def with_fast_path(app: FastAPI) -> FastPath:
-    """`app` behind the pure-ASGI fast path of GET /courses and /v1/courses."""
+    """`app` behind the pure-ASGI fast path of GET /courses, /v1/courses, /v2/courses and
+    /v2/sources."""
     # The series of the PrometheusMiddleware in create_app (same app_name and prefix).
     metrics = RequestMetrics(app_name="ratesvc", prefix="ratesvc_http")
-    return FastPath(app, endpoint=app.state.courses, metrics=metrics)
+    return FastPath(app, endpoint=app.state.courses, metrics=metrics, sources=app.state.sources)
 
 
 def worker_app(app: FastAPI) -> RequestEdge:

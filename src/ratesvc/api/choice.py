@@ -49,18 +49,31 @@ class Decision:
     """What to serve for one request: the exchanger, its ticks in request order, and staleness.
 
     `exchanger` None means there is nothing to serve; `missing` then names the requested
-    directions no exchanger has a value for.
+    directions no exchanger has a value for. `stale_each` says, per tick, whether that value is
+    not fresh (empty: each as `stale`); `stale` is true exactly when one of them is.
     """
 
     exchanger: str | None
     ticks: tuple[RateTick, ...]
     stale: bool
     missing: tuple[str, ...] = ()
+    stale_each: tuple[bool, ...] = ()
 
     @property
     def as_of_ms(self) -> int:
         """The oldest leg of the served values (0 when nothing is served)."""
         return min((t.oldest_leg_ms for t in self.ticks), default=0)
+
+    def is_stale(self, index: int) -> bool:
+        """Whether the value `ticks[index]` is not fresh."""
+        return self.stale_each[index] if self.stale_each else self.stale
+
+    @classmethod
+    def judged_at(cls, exchanger: str, ticks: Sequence[RateTick], at_ms: int) -> Decision:
+        """`ticks` of `exchanger` as they stood at `at_ms` (history): each stale when one of its
+        legs was past its limit then."""
+        each = tuple(t.is_stale(at_ms) for t in ticks)
+        return cls(exchanger, tuple(ticks), any(each), stale_each=each)
 
 
 class FreshnessBook:
@@ -75,6 +88,7 @@ class FreshnessBook:
         self.fresh_since: dict[Key, int] = {}
         self.held: frozenset[Key] = frozenset()
         self.changes_at_ms = 0
+        self.blind = False  # the last evaluation could vouch for nothing (Redis lost too long)
 
     def evaluate(
         self,
@@ -90,6 +104,7 @@ class FreshnessBook:
         not fresh.
         """
         before = (self.fresh_since, self.held)
+        self.blind = blind
         self.fresh_since = {
             key: tick.since_ms
             for key, tick in ticks.items()
@@ -146,11 +161,12 @@ def decide(
         missing = tuple(d for d, t in zip(directions, rows) if t is None)
         if missing:
             return Decision(None, (), True, missing)
-        stale = book.since(exchanger, directions) is None
-        return Decision(exchanger, tuple(t for t in rows if t is not None), stale)
+        each = _stale_each(book, exchanger, directions)
+        return Decision(exchanger, tuple(t for t in rows if t is not None), any(each), (), each)
     chosen = book.choose(preference, directions)
     if chosen is not None:
-        return Decision(chosen, tuple(ticks[(chosen, d)] for d in directions), False)
+        fresh = (False,) * len(directions)
+        return Decision(chosen, tuple(ticks[(chosen, d)] for d in directions), False, (), fresh)
     best: Decision | None = None
     for name in preference:
         rows = [ticks.get((name, d)) for d in directions]
@@ -160,6 +176,11 @@ def decide(
         if best is None or candidate.as_of_ms > best.as_of_ms:
             best = candidate
     if best is not None:
-        return best
+        each = _stale_each(book, best.exchanger or "", directions)
+        return Decision(best.exchanger, best.ticks, True, (), each)
     known = {d for (name, d) in ticks if name in preference}
     return Decision(None, (), True, tuple(d for d in directions if d not in known))
+
+
+def _stale_each(book: FreshnessBook, exchanger: str, directions: Sequence[str]) -> tuple[bool, ...]:
+    return tuple((exchanger, d) not in book.fresh_since for d in directions)

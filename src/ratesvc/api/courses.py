@@ -8,9 +8,9 @@ where Accept-Version selects the version.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from typing import Any
 
 from fastapi import APIRouter, Request
-from pydantic import BaseModel
 from starlette.responses import Response
 from starlette.types import Scope
 
@@ -91,7 +91,7 @@ class CoursesEndpoint:
         return problem_response(problem, instance=path, headers=headers)
 
 
-def router(endpoint: CoursesEndpoint, *, default_model: type[BaseModel]) -> APIRouter:
+def router(endpoint: CoursesEndpoint, *, default_model: Any) -> APIRouter:
     """The unversioned /courses route, bound to this app's endpoint."""
     api = APIRouter(tags=["courses"])
 
@@ -100,10 +100,11 @@ def router(endpoint: CoursesEndpoint, *, default_model: type[BaseModel]) -> APIR
         response_class=Response,
         responses=courses_responses(default_model, versioned=False),
         openapi_extra={"parameters": courses_parameters(versioned=False)},
-        summary="Current rates (version from Accept-Version)",
+        summary="Current rates (version from Accept-Version: 1 or 2)",
     )
     async def get_courses(request: Request) -> Response:
-        """Current rates of the requested directions from one exchanger; Accept-Version selects."""
+        """Current rates of the requested directions from one exchanger; Accept-Version selects
+        the shape (v1, or v2 with provenance)."""
         return endpoint.serve(request.scope, None)
 
     return api

@@ -1,7 +1,9 @@
-"""The fast path of `GET /courses` and `GET /v1/courses`: a pure-ASGI front of the FastAPI app.
+"""The fast path of `GET /courses`, `/v1/courses`, `/v2/courses` and `/v2/sources`: a pure-ASGI
+front of the FastAPI app.
 
-It answers those two routes straight from the render cache through `CoursesEndpoint.serve` (the
-function the FastAPI routes call, so answers are byte-identical, problems included) and hands
+It answers those routes straight from the render caches through `CoursesEndpoint.serve` and
+`SourcesEndpoint.serve` (the functions the FastAPI routes call, so answers are byte-identical,
+problems included) and hands
 every other request, lifespan included, to the app. It sits outside the app's whole middleware
 stack: no routing, no middleware layers, no Request object on the hot path. The FastAPI routes
 stay registered for OpenAPI and as the slow path. Request metrics are starlette-exporter's own
@@ -11,19 +13,25 @@ difference.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from functools import partial
 from time import perf_counter
 
 from loguru import logger
 from prometheus_client import Counter, Histogram
+from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette_exporter import PrometheusMiddleware
 
 from ratesvc.api.courses import CoursesEndpoint
+from ratesvc.api.v2_sources import SourcesEndpoint
 
-# Fast-path paths -> the version their route fixes (None: negotiated from Accept-Version).
-# The path doubles as the metric's `path` label: it is the route template starlette-exporter uses.
-ROUTES: Mapping[str, str | None] = {"/courses": None, "/v1/courses": "1"}
+# Fast-path /courses paths -> the version their route fixes (None: negotiated from Accept-Version).
+# Every fast-path path doubles as the metric's `path` label: it is the route template
+# starlette-exporter uses.
+ROUTES: Mapping[str, str | None] = {"/courses": None, "/v1/courses": "1", "/v2/courses": "2"}
+SOURCES_PATH = "/v2/sources"
+Handler = Callable[[Scope], Response]
 
 
 class RequestMetrics:
@@ -54,27 +62,40 @@ class RequestMetrics:
 
 
 class FastPath:
-    """ASGI app: `GET /courses` and `GET /v1/courses` answered here, everything else by `app`.
+    """ASGI app: GET on the ROUTES and SOURCES_PATH answered here, everything else by `app`.
 
     Args:
         app: the FastAPI app (app.with_fast_path builds this front for it).
         endpoint: the app's CoursesEndpoint (its render caches and query memo).
         metrics: where fast-path requests are counted.
+        sources: the app's SourcesEndpoint (None: /v2/sources goes to `app`).
     """
 
-    def __init__(self, app: ASGIApp, *, endpoint: CoursesEndpoint, metrics: RequestMetrics) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        endpoint: CoursesEndpoint,
+        metrics: RequestMetrics,
+        sources: SourcesEndpoint | None = None,
+    ) -> None:
         self.app = app
-        self.serve = endpoint.serve
+        self.handlers: dict[str, Handler] = {
+            path: partial(endpoint.serve, version=version) for path, version in ROUTES.items()
+        }
+        if sources is not None:
+            self.handlers[SOURCES_PATH] = sources.serve
         self.metrics = metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        path = scope.get("path")
-        if path not in ROUTES or scope["type"] != "http" or scope["method"] != "GET":
+        handler = self.handlers.get(scope.get("path"))  # type: ignore[arg-type]
+        if handler is None or scope["type"] != "http" or scope["method"] != "GET":
             await self.app(scope, receive, send)
             return
+        path = scope["path"]
         begin = perf_counter()
         try:
-            response = self.serve(scope, ROUTES[path])
+            response = handler(scope)
         # A bug in serve: the full stack answers the same request as before (its problem+json
         # 500, its log line, its metrics); serve is pure, so calling it again is harmless.
         except Exception:  # pylint: disable=broad-exception-caught

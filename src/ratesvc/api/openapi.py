@@ -12,7 +12,7 @@ from pydantic import BaseModel, Field
 
 from ratesvc.api import problems
 from ratesvc.api.problems import PROBLEM_JSON, problem_examples
-from ratesvc.api.query import MAX_DIRECTIONS, MAX_VALUE_CHARS, SUPPORTED_VERSIONS
+from ratesvc.api.query import MAX_DIRECTIONS, MAX_QUERY_BYTES, MAX_VALUE_CHARS, SUPPORTED_VERSIONS
 from ratesvc.api.render import RETRY_AFTER_S
 from ratesvc.domain import DIRECTIONS, EXCHANGERS
 
@@ -30,8 +30,26 @@ class ProblemDetails(BaseModel):
     invalid: list[str] | None = None
 
 
+def any_case(words: tuple[str, ...]) -> str:
+    """A regular expression matching one of `words` in any letter case, with the surrounding
+    whitespace the parser strips (JSON Schema patterns have no case-insensitive flag)."""
+
+    def letters(word: str) -> str:
+        return "".join(f"[{c.upper()}{c.lower()}]" if c.isalpha() else c for c in word)
+
+    return r"^\s*(" + "|".join(letters(w) for w in words) + r")\s*$"
+
+
 def _query(name: str, description: str, allowed: tuple[str, ...], *, many: bool) -> dict:
-    item = {"type": "string", "enum": list(allowed), "maxLength": MAX_VALUE_CHARS}
+    # What the parser accepts: a known value in any case, surrounding whitespace stripped. The
+    # comma-separated form of `direction` is accepted too but not expressed here (the 16-value
+    # limit counts across commas, which a schema cannot say).
+    item = {
+        "type": "string",
+        "pattern": any_case(allowed),
+        "maxLength": MAX_VALUE_CHARS,
+        "examples": list(allowed),
+    }
     schema = {"type": "array", "items": item, "maxItems": MAX_DIRECTIONS} if many else item
     return {
         "name": name,
@@ -44,29 +62,33 @@ def _query(name: str, description: str, allowed: tuple[str, ...], *, many: bool)
     }
 
 
+IF_NONE_MATCH_PARAMETER: dict[str, Any] = {
+    "name": "If-None-Match",
+    "in": "header",
+    "required": False,
+    "description": "ETags (list, W/ forms, or *); a match answers 304 with no body.",
+    "schema": {"type": "string"},
+}
+
 COURSES_PARAMETERS: list[dict[str, Any]] = [
     _query(
         "exchanger",
-        "Serve this exchanger's values (case-insensitive); omitted: the first fresh exchanger "
-        "in the preference order, with hold-down failback. At most once.",
+        f"Serve this exchanger's values: {', '.join(EXCHANGERS)} (case-insensitive); omitted: "
+        "the first fresh exchanger in the preference order, with hold-down failback. At most "
+        "once.",
         EXCHANGERS,
         many=False,
     ),
     _query(
         "direction",
-        "Directions to return (case-insensitive), repeatable and/or comma-separated; duplicates "
-        f"collapse; at most {MAX_DIRECTIONS} values. Omitted: all eight. Unknown query "
-        "parameters are rejected with 400.",
+        f"Directions to return: {', '.join(DIRECTIONS)} (case-insensitive), repeatable "
+        f"and/or comma-separated; duplicates collapse; at most {MAX_DIRECTIONS} values. Omitted: "
+        f"all eight. Unknown query parameters are rejected with 400; a query string over "
+        f"{MAX_QUERY_BYTES} bytes with 414.",
         DIRECTIONS,
         many=True,
     ),
-    {
-        "name": "If-None-Match",
-        "in": "header",
-        "required": False,
-        "description": "ETags (list, W/ forms, or *); a match answers 304 with no body.",
-        "schema": {"type": "string"},
-    },
+    IF_NONE_MATCH_PARAMETER,
 ]
 
 ACCEPT_VERSION_PARAMETER: dict[str, Any] = {
@@ -75,8 +97,12 @@ ACCEPT_VERSION_PARAMETER: dict[str, Any] = {
     "required": False,
     "description": "API version for the unversioned path: "
     + ", ".join(f"{v} or v{v}" for v in SUPPORTED_VERSIONS)
-    + " (case-insensitive); default 1. Ignored under /vN/.",
-    "schema": {"type": "string", "default": "1"},
+    + " (case-insensitive); default 1. Ignored under /vN/. Anything else is a 406 problem.",
+    "schema": {
+        "type": "string",
+        "default": "1",
+        "pattern": "^[ \\t]*[vV]?(" + "|".join(SUPPORTED_VERSIONS) + ")[ \\t]*$",
+    },
 }
 
 
@@ -104,7 +130,7 @@ def _problem_response(description: str, kinds: list[problems.ProblemType]) -> di
     }
 
 
-def courses_responses(model: type[BaseModel], *, versioned: bool) -> dict[int | str, Any]:
+def courses_responses(model: Any, *, versioned: bool) -> dict[int | str, Any]:
     """The documented responses of a /courses route."""
     headers = dict(RATE_HEADERS)
     if not versioned:

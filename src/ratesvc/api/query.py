@@ -14,7 +14,7 @@ from ratesvc.api.problems import Problem, shorten
 from ratesvc.domain import DIRECTIONS, EXCHANGERS
 
 PARAMETERS: tuple[str, ...] = ("exchanger", "direction")
-SUPPORTED_VERSIONS: tuple[str, ...] = ("1",)
+SUPPORTED_VERSIONS: tuple[str, ...] = ("1", "2")
 DEFAULT_VERSION = "1"
 
 MAX_QUERY_BYTES = 1024  # the whole raw query string
@@ -161,6 +161,23 @@ def _unknown(
         kind,
         f"unknown {name} {', '.join(map(repr, shown))}; allowed: {', '.join(allowed)}",
         {"parameter": name, "invalid": shown, "allowed": list(allowed)},
+    )
+
+
+def reject_query(raw: bytes) -> Problem | None:
+    """For routes that take no query parameter (/v2/sources): None when `raw` is empty."""
+    if not raw:
+        return None
+    pairs = _pairs(raw)
+    if isinstance(pairs, Problem):
+        return pairs
+    if not pairs:
+        return None  # "?" or "&": nothing asked, as on /courses
+    name = shorten(pairs[0][0])
+    return Problem(
+        problems.UNKNOWN_PARAMETER,
+        f"unknown query parameter {name!r}; this route takes none",
+        {"parameter": name, "allowed": []},
     )
 
 

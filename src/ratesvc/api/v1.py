@@ -1,7 +1,8 @@
 """API version 1: the wire shape of /v1/courses and its router.
 
 `{"exchanger": "binance", "courses": [{"direction": "BTC-USD", "value": 54000.000123}]}`; values
-are JSON numbers written from the Decimal text (never through float, never with an exponent).
+are JSON numbers written from the Decimal text (never through float, never with an exponent),
+rounded to 8 decimal places (domain.VALUE_PLACES; ticks carry exact values, v2 shows them).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from starlette.responses import Response
 from ratesvc.api.choice import Decision
 from ratesvc.api.courses import CoursesEndpoint
 from ratesvc.api.openapi import courses_parameters, courses_responses
+from ratesvc.domain import quantize
 
 VERSION = "1"
 
@@ -41,7 +43,7 @@ def render_v1(decision: Decision) -> bytes:
         {
             "exchanger": decision.exchanger,
             "courses": [
-                {"direction": t.direction, "value": orjson.Fragment(format(t.value, "f"))}
+                {"direction": t.direction, "value": orjson.Fragment(format(quantize(t.value), "f"))}
                 for t in decision.ticks
             ],
         }

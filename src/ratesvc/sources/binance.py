@@ -48,6 +48,7 @@ import orjson
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from ratesvc.decimals import exact_mid
 from ratesvc.domain import Quote, Transport
 from ratesvc.errors import ParseError, RateLimited, Refused, SourceError
 from ratesvc.sources import register
@@ -274,8 +275,10 @@ class BinanceSource(StreamSource):
         kind = event.get("e")
         if kind == "serverShutdown":
             raise RotateRequested("serverShutdown")
+        bid = ask = None
         if kind is None and {"u", "s", "b", "a"} <= event.keys():
-            value = (price(event, "b") + price(event, "a")) / 2
+            bid, ask = price(event, "b"), price(event, "a")  # the venue's text, kept exactly
+            value = exact_mid(bid, ask)
         elif kind in PRICE_FIELD:
             value = price(event, PRICE_FIELD[kind])
         elif kind is None:
@@ -288,4 +291,4 @@ class BinanceSource(StreamSource):
             raise ParseError(f"unexpected symbol {str(raw_symbol)[:40]!r}")
         ts_ms = event.get("E")
         ts_ms = ts_ms if isinstance(ts_ms, int) and not isinstance(ts_ms, bool) else received_ms
-        return [Quote(self.name, symbol, value, ts_ms, Transport.WS)]
+        return [Quote(self.name, symbol, value, ts_ms, Transport.WS, bid, ask)]

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import orjson
 
+from ratesvc.decimals import exact_mid
 from ratesvc.domain import Quote, Transport
 from ratesvc.errors import Banned, ParseError, Restricted, SourceError
 from ratesvc.sources.answers import RESTRICTED_HOLD_S, classify_answer, retry_after_s
@@ -145,7 +146,7 @@ class BinanceRestPoller(PollSource):
             )
 
     def parse(self, raw: str | bytes, *, received_ms: int) -> list[Quote]:
-        """Mid-price quotes of one bookTicker answer ([] when no symbol is TRADING)."""
+        """Mid-price quotes with their bid/ask of one bookTicker answer ([] when none TRADING)."""
         try:
             entries = orjson.loads(raw)
         except orjson.JSONDecodeError as err:
@@ -157,8 +158,10 @@ class BinanceRestPoller(PollSource):
             symbol = SYMBOLS.get(str(entry.get("symbol")))
             if symbol is None:
                 raise ParseError(f"unexpected symbol {str(entry.get('symbol'))[:40]!r}")
-            mid = (price(entry, "bidPrice") + price(entry, "askPrice")) / 2
-            quotes.append(Quote(self.name, symbol, mid, received_ms, Transport.REST))
+            bid, ask = price(entry, "bidPrice"), price(entry, "askPrice")
+            quotes.append(
+                Quote(self.name, symbol, exact_mid(bid, ask), received_ms, Transport.REST, bid, ask)
+            )
         return quotes
 
 

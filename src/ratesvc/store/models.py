@@ -6,6 +6,9 @@ editing a model, generate the next migration (see store/db.py). ORM objects neve
 
 from __future__ import annotations
 
+from decimal import Decimal
+from typing import Any
+
 from tortoise import fields
 from tortoise.fields.db_defaults import Now
 from tortoise.indexes import Index
@@ -24,6 +27,17 @@ class FixedCharField(fields.CharField):
         return f"CHAR({self.max_length})"
 
 
+class ExactDecimalField(fields.Field[Decimal], Decimal):  # type: ignore[misc]
+    """NUMERIC without precision or scale: a decimal stored exactly as given, never rounded."""
+
+    SQL_TYPE = "NUMERIC"
+    skip_to_python_if_native = True
+
+    def to_python_value(self, value: Any) -> Decimal | None:
+        """The stored decimal, as is (Tortoise's DecimalField would quantize it)."""
+        return None if value is None else Decimal(value)
+
+
 class RateRow(Model):
     """One published value of one direction from one exchanger (table ``rate_tick``).
 
@@ -35,11 +49,13 @@ class RateRow(Model):
     tick_id = FixedCharField(max_length=32, unique=True)
     exchanger = fields.CharField(max_length=32)
     direction = fields.CharField(max_length=32)
-    # values are quantized to 8 places (domain.VALUE_PLACES); 20 integer digits is plenty
-    value = fields.DecimalField(max_digits=30, decimal_places=10)
+    # exact, as derived (a cross of two exchange decimals has more places than v1's 8 show)
+    value = ExactDecimalField()
+    bid = ExactDecimalField(null=True)  # the book behind the value; NULL where there is none
+    ask = ExactDecimalField(null=True)
     ts_ms = fields.BigIntField()
     transport = fields.CharField(max_length=8)
-    legs = fields.JSONField()  # [[source, symbol, "price", ts_ms, max_age_ms], ...]
+    legs = fields.JSONField()  # [[source, symbol, "price", ts_ms, max_age_ms(, "bid", "ask")], ...]
     stream_id = fields.CharField(max_length=STREAM_ID_LENGTH)
     created_at = fields.DatetimeField(auto_now_add=True, db_default=Now())
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from decimal import Decimal
 from typing import Any
 
 import asyncpg
@@ -20,12 +19,13 @@ from ratesvc.domain import Leg, RateTick, SourceState, SourceStatus, Transport
 
 _INSERT_TICKS = """
 WITH inserted AS (
-    INSERT INTO rate_tick (tick_id, exchanger, direction, value, ts_ms, transport, legs, stream_id)
+    INSERT INTO rate_tick (tick_id, exchanger, direction, value, ts_ms, transport, legs, stream_id,
+                           bid, ask)
     SELECT t.tick_id, t.exchanger, t.direction, t.value, t.ts_ms, t.transport, t.legs::jsonb,
-           t.stream_id
+           t.stream_id, t.bid, t.ask
     FROM unnest($1::text[], $2::text[], $3::text[], $4::numeric[], $5::bigint[], $6::text[],
-                $7::text[], $8::text[])
-         AS t(tick_id, exchanger, direction, value, ts_ms, transport, legs, stream_id)
+                $7::text[], $8::text[], $9::numeric[], $10::numeric[])
+         AS t(tick_id, exchanger, direction, value, ts_ms, transport, legs, stream_id, bid, ask)
     ON CONFLICT (tick_id) DO NOTHING
     RETURNING 1
 )
@@ -66,7 +66,7 @@ _LATEST_TICKS = _PAIRS + """
 SELECT latest.*
 FROM pairs p
 CROSS JOIN LATERAL (
-    SELECT tick_id, exchanger, direction, value, ts_ms, transport, legs::text AS legs
+    SELECT tick_id, exchanger, direction, value, bid, ask, ts_ms, transport, legs::text AS legs
     FROM rate_tick r
     WHERE r.exchanger = p.exchanger AND r.direction = p.direction
     ORDER BY r.ts_ms DESC LIMIT 1
@@ -142,6 +142,7 @@ class RateRepository:
             return 0
         rows = [
             (t.tick_id, t.exchanger, t.direction, t.value, t.ts_ms, str(t.transport), _legs(t), sid)
+            + (t.bid, t.ask)
             for sid, t in items
         ]
         async with self._connection() as conn:
@@ -233,15 +234,11 @@ def _tick_from_row(row: asyncpg.Record) -> RateTick:
     return RateTick(
         exchanger=row["exchanger"],
         direction=row["direction"],
-        value=_exact(row["value"]),
+        value=row["value"],  # NUMERIC: exactly as written
         ts_ms=row["ts_ms"],
         legs=tuple(Leg.from_json(raw) for raw in orjson.loads(row["legs"])),
         transport=Transport(row["transport"]),
         tick_id=row["tick_id"].rstrip(),  # CHAR(32) pads shorter keys with blanks
+        bid=row["bid"],  # NULL: no book, or a row written before books were kept
+        ask=row["ask"],
     )
-
-
-def _exact(value: Decimal) -> Decimal:
-    """NUMERIC(30,10) comes back with 10 places: drop the trailing zeros, never round."""
-    value = value.normalize()
-    return value.quantize(Decimal(1)) if value == value.to_integral() else value

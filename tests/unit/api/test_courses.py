@@ -90,14 +90,14 @@ async def test_path_prefix_wins_over_accept_version(client: httpx.AsyncClient) -
 
 
 async def test_bad_accept_version_lists_the_supported_ones(client: httpx.AsyncClient) -> None:
-    response = await client.get("/courses", headers={"Accept-Version": "2"})
+    response = await client.get("/courses", headers={"Accept-Version": "3"})
     assert response.status_code == 406
     assert response.headers["content-type"] == "application/problem+json"
     assert response.headers["vary"] == "Accept-Version"
     problem = response.json()
     assert problem["type"] == "/problems/unsupported-version"
-    assert problem["supported_versions"] == ["1"]
-    assert problem["allowed"] == ["1", "v1"]
+    assert problem["supported_versions"] == ["1", "2"]
+    assert problem["allowed"] == ["1", "v1", "2", "v2"]
 
 
 async def test_etag_revalidation(client: httpx.AsyncClient, mirror: RateMirror) -> None:

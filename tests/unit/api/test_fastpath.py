@@ -38,6 +38,14 @@ REQUESTS: list[tuple[str, str, list[tuple[str, str]]]] = [
     ("GET", "/courses", [("if-none-match", "*")]),
     ("GET", "/courses", [("if-none-match", '"other"')]),
     ("GET", "/courses", [("if-none-match", CURRENT), ("accept-version", "3")]),
+    ("GET", "/v2/courses", []),
+    ("GET", "/v2/courses?exchanger=coingecko&direction=btc-rub", []),
+    ("GET", "/courses?direction=ETH-RUB", [("accept-version", "2")]),
+    ("GET", "/courses", [("accept-version", "v2"), ("if-none-match", "*")]),
+    ("GET", "/v2/courses", [("accept-version", "1")]),
+    ("GET", "/v2/sources", []),
+    ("GET", "/v2/sources", [("if-none-match", "*")]),
+    ("HEAD", "/v2/courses", []),
     ("HEAD", "/courses", []),
     ("GET", "/courses/", []),
     ("GET", "/health", []),
@@ -132,7 +140,10 @@ async def test_the_table_covers_200_304_and_every_kind_of_4xx(
     assert {200, 304, 400, 404, 405, 406, 414} <= statuses
 
 
-@pytest.mark.parametrize("target", ["/courses", "/v1/courses?direction=BTC-USD", "/courses?x=1"])
+@pytest.mark.parametrize(
+    "target",
+    ["/courses", "/v1/courses?direction=BTC-USD", "/courses?x=1", "/v2/courses", "/v2/sources"],
+)
 async def test_fast_path_does_not_route_through_fastapi(apps: Apps, target: str) -> None:
     fast, slow = apps
     _messages, fast_scope = await call(fast, "GET", target, [])
@@ -187,6 +198,8 @@ def sample(name: str, path: str, status: str) -> float:
         ("/courses", [("if-none-match", "*")], "/courses", "304"),
         ("/v1/courses?direction=DOGE-USD", [], "/v1/courses", "400"),
         ("/courses", [("accept-version", "9")], "/courses", "406"),
+        ("/v2/courses?exchanger=binance", [], "/v2/courses", "200"),
+        ("/v2/sources", [], "/v2/sources", "200"),
     ],
 )
 async def test_fast_path_requests_are_counted_in_the_request_metrics(

@@ -46,9 +46,14 @@ def test_supported_versions(values: list[str]) -> None:
     assert negotiate(values) == "1"
 
 
-@pytest.mark.parametrize("values", [[""], ["2"], ["v2"], ["1.0"], ["vv1"], ["1", "2"], ["01"]])
+@pytest.mark.parametrize("values", [["2"], ["v2"], [" V2 "], ["2", "v2"]])
+def test_version_2_is_supported(values: list[str]) -> None:
+    assert negotiate(values) == "2"
+
+
+@pytest.mark.parametrize("values", [[""], ["3"], ["v3"], ["1.0"], ["vv1"], ["1", "2"], ["01"]])
 def test_unsupported_versions(values: list[str]) -> None:
     problem = negotiate(values)
     assert isinstance(problem, Problem)
     assert problem.kind is problems.UNSUPPORTED_VERSION
-    assert problem.extensions["allowed"] == ["1", "v1"]
+    assert problem.extensions["allowed"] == ["1", "v1", "2", "v2"]

@@ -28,9 +28,24 @@ def parse(source: BinanceSource, name: str) -> list[Quote]:
 
 
 def test_parse_combined_book_ticker_gives_exact_mid_at_receive_time(source: BinanceSource) -> None:
+    bid, ask = Decimal("67000.1"), Decimal("67000.3")
     assert parse(source, "combined_book_ticker.json") == [
-        Quote("binance", "BTC/USDT", Decimal("67000.2"), RECEIVED_MS, Transport.WS)
+        Quote("binance", "BTC/USDT", Decimal("67000.2"), RECEIVED_MS, Transport.WS, bid, ask)
     ]
+
+
+def test_book_ticker_bid_and_ask_keep_the_venues_text_exactly(source: BinanceSource) -> None:
+    [quote] = parse(source, "raw_book_ticker.json")
+    assert (str(quote.bid), str(quote.ask)) == ("3500.01000000", "3500.02000000")
+    assert str(quote.price) == "3500.01500000"  # the exact mid: never rounded
+
+
+@pytest.mark.parametrize(
+    "name", ["combined_mini_ticker.json", "raw_trade.json", "combined_agg_trade.json"]
+)
+def test_streams_without_a_book_give_no_bid_or_ask(source: BinanceSource, name: str) -> None:
+    [quote] = parse(source, name)
+    assert (quote.bid, quote.ask) == (None, None)
 
 
 def test_parse_raw_book_ticker(source: BinanceSource) -> None:

@@ -87,6 +87,16 @@ def test_parse_gives_rest_mid_prices() -> None:
     assert all(q.source == "binance" for q in quotes)
 
 
+def test_parse_keeps_each_symbols_bid_and_ask_exactly() -> None:
+    body = b'[{"symbol":"BTCUSDT","bidPrice":"67000.10000000","bidQty":"1.2",'
+    body += b'"askPrice":"67000.30000000","askQty":"0.8"}]'
+    quotes = poller().parse(body, received_ms=5)
+    assert len(quotes) == 1
+    quote = quotes[0]
+    assert (str(quote.bid), str(quote.ask)) == ("67000.10000000", "67000.30000000")
+    assert quote.price == Decimal("67000.2")
+
+
 def test_parse_of_an_empty_list_is_no_quotes() -> None:
     assert not poller().parse(b"[]", received_ms=0)  # no wanted symbol is TRADING
 
