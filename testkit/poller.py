@@ -17,16 +17,7 @@ from dataclasses import dataclass, field
 import httpx
 import orjson
 
-DIRECTIONS = (
-    "BTC-USD",
-    "BTC-RUB",
-    "ETH-USD",
-    "ETH-RUB",
-    "USDTTRC-USD",
-    "USDTTRC-RUB",
-    "USDTERC-USD",
-    "USDTERC-RUB",
-)
+from ratesvc.domain import DIRECTIONS
 
 
 @dataclass(frozen=True)

@@ -18,19 +18,9 @@ import httpx
 import pytest
 import redis as redis_sync
 
-from tests.deploy.native import StaticDns, require_tool
-from tests.deploy.topology import (
-    TEST_ENV,
-    WORKER_HOSTS,
-    Launcher,
-    Poller,
-    Stack,
-    ratesvc,
-    start_haproxy,
-    start_roles,
-    start_sim,
-)
-from tests.e2e.harness import PRICES, service_env, wait_until
+from testkit.poller import Poller, summary
+from tests.deploy.topology import Stack, ratesvc, running_stack
+from tests.e2e.harness import PRICES, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
@@ -42,25 +32,14 @@ SAMPLE_S = 25.0
 def stack_fixture(
     redis_url: str, database_url: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Stack]:
-    require_tool("haproxy", "HAProxy in front of the API")
     redis_sync.Redis.from_url(redis_url).flushdb()
-    launcher = Launcher(tmp_path_factory.mktemp("replicas"))
-    with StaticDns({"api": list(WORKER_HOSTS)}) as dns:
-        try:
-            sim = start_sim(launcher)
-            env = service_env(
-                sim,
-                redis_url,
-                database_url,
-                launcher.workdir / "data",
-                **TEST_ENV,
-                FAILBACK_HOLD_DOWN_S=str(HOLD_DOWN_S),
-            )
-            stack = start_roles(launcher, sim, env)
-            start_haproxy(launcher, stack, dns)
-            yield stack
-        finally:
-            launcher.stop_all()
+    with running_stack(
+        tmp_path_factory.mktemp("replicas"),
+        redis_url=redis_url,
+        database_url=database_url,
+        FAILBACK_HOLD_DOWN_S=str(HOLD_DOWN_S),
+    ) as stack:
+        yield stack
 
 
 class Sampler:
@@ -135,7 +114,8 @@ def test_a_worker_restarted_during_the_hold_down_agrees_with_the_others(stack):
     stack.sim.post("/prices", PRICES)
     stack.wait(lambda: serving(steady) == serving(restarted) == "binance", "binance serving")
     at: dict[str, float] = {}  # monotonic times of the steps
-    with Sampler(sorted(stack.workers)) as sampler, Poller(str(stack.lb.base_url)) as poller:
+    poller = Poller(f"{str(stack.lb.base_url).rstrip('/')}/v1/courses").start()
+    with Sampler(sorted(stack.workers)) as sampler:
         stack.sim.fault("binance_ws", "refuse")
         stack.sim.fault("binance_rest", "refuse")
         stack.sim.fault("binance_ws", "disconnect")
@@ -159,16 +139,17 @@ def test_a_worker_restarted_during_the_hold_down_agrees_with_the_others(stack):
             lambda: time.monotonic() - at["back"] >= SAMPLE_S, timeout_s=SAMPLE_S + 5, what="25 s"
         )
         final = serving(steady), serving(restarted)
+    poller.stop()
     disagree_s, missing_s = sampler.disagreement_s()
+    failed = [a for a in poller.answers if a.failed]
     print(
         f"\nBinance back; fresh at the steady worker after {at['fresh'] - at['back']:.2f} s; the "
         f"other worker restarted {at['restart'] - at['back']:.2f} s after, answering again after "
         f"{at['answer'] - at['restart']:.2f} s with {first!r} (steady worker: {steady_then!r}); "
         f"over {SAMPLE_S:.0f} s the two disagreed for {disagree_s:.2f} s (one of them restarting "
-        f"{missing_s:.2f} s); through HAProxy {len(poller.answers)} answers, "
-        f"{len(poller.failures())} failed"
+        f"{missing_s:.2f} s); through HAProxy: {summary(poller.answers)}"
     )
     assert steady_then == "coingecko", "the restarted worker must answer inside the hold-down"
     assert first == steady_then, "a restarted worker keeps to the hold-down like the others"
     assert final == ("binance", "binance")
-    assert not poller.failures(), poller.failures()[:10]
+    assert not failed, failed[:10]

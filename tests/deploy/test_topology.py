@@ -40,18 +40,8 @@ from tests.deploy.native import (
     require_tool,
     unknown_metrics,
 )
-from tests.deploy.topology import (
-    TEST_ENV,
-    WORKER_HOSTS,
-    Launcher,
-    Stack,
-    http_ok,
-    start_haproxy,
-    start_prometheus,
-    start_roles,
-    start_sim,
-)
-from tests.e2e.harness import service_env, wait_until
+from tests.deploy.topology import Stack, http_ok, running_stack
+from tests.e2e.harness import wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
@@ -60,21 +50,13 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 def stack_fixture(
     redis_url: str, database_url: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Stack]:
-    require_tool("haproxy", "the native topology (HAProxy in front of the API)")
     require_tool("prometheus", "the native topology (Prometheus and the dashboard)")
     redis_sync.Redis.from_url(redis_url).flushdb()
-    launcher = Launcher(tmp_path_factory.mktemp("topology"))
-    # Docker's DNS, natively: "api" has one A record per worker.
-    with StaticDns({"api": list(WORKER_HOSTS)}) as dns:
-        try:
-            sim = start_sim(launcher)
-            env = service_env(sim, redis_url, database_url, launcher.workdir / "data", **TEST_ENV)
-            stack = start_roles(launcher, sim, env)
-            stats_port = start_haproxy(launcher, stack, dns)
-            start_prometheus(launcher, stack, stats_port)
-            yield stack
-        finally:
-            launcher.stop_all()
+    workdir = tmp_path_factory.mktemp("topology")
+    with running_stack(
+        workdir, redis_url=redis_url, database_url=database_url, prometheus=True
+    ) as stack:
+        yield stack
 
 
 def is_uuid(value: str) -> bool:

@@ -7,12 +7,10 @@ with monitoring/prometheus.yml (targets substituted).
 
 from __future__ import annotations
 
-import contextlib
 import os
 import sys
-import threading
-import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,7 +29,7 @@ from tests.deploy.native import (
     require_tool,
     run,
 )
-from tests.e2e.harness import PRICES, Sim, wait_until
+from tests.e2e.harness import PRICES, Sim, service_env, wait_until
 
 WORKER_HOSTS = ("127.0.0.2", "127.0.0.3")
 START_TIMEOUT_S = 60.0
@@ -244,54 +242,29 @@ def start_prometheus(launcher: Launcher, stack: Stack, stats_port: int) -> None:
     launcher.wait(lambda: http_ok(f"http://127.0.0.1:{port}/-/ready"), "prometheus", daemon)
 
 
-@dataclass(frozen=True, slots=True)
-class Answer:
-    """One answer the poller got: when (monotonic s), the status or the error, and the staleness."""
-
-    at_s: float
-    status: int | str  # the HTTP status, or repr() of the transport error
-    stale: str = ""  # X-Rates-Stale
-    complete: bool = True  # a 200 whose body is the eight directions; any 304
-
-
-class Poller:
-    """GET /courses through the balancer in a loop on its own thread, recording every answer."""
-
-    def __init__(self, base_url: str, *, limit: int = 200_000) -> None:
-        self.base_url = base_url
-        self.limit = limit
-        self.answers: list[Answer] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="poller", daemon=True)
-
-    def _run(self) -> None:
-        with httpx.Client(base_url=self.base_url, timeout=5) as http:
-            while not self._stop.is_set() and len(self.answers) < self.limit:
-                try:
-                    response = http.get("/courses")
-                except httpx.HTTPError as err:
-                    self.answers.append(Answer(time.monotonic(), repr(err)))
-                    continue
-                complete = response.status_code == 304
-                if response.status_code == 200:
-                    with contextlib.suppress(ValueError, KeyError, TypeError):
-                        complete = len(response.json()["courses"]) == 8
-                stale = response.headers.get("x-rates-stale", "")
-                self.answers.append(Answer(time.monotonic(), response.status_code, stale, complete))
-
-    def wait_for(self, more: int, *, what: str) -> None:
-        """Wait until `more` answers beyond the current count have come."""
-        target = len(self.answers) + more
-        wait_until(lambda: len(self.answers) >= target, timeout_s=60, what=what)
-
-    def failures(self) -> list[Answer]:
-        """Every answer that was not a complete 200 or a 304."""
-        return [a for a in self.answers if a.status not in (200, 304) or not a.complete]
-
-    def __enter__(self) -> Poller:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=10)
+@contextmanager
+def running_stack(
+    workdir: Path,
+    *,
+    redis_url: str,
+    database_url: str,
+    prometheus: bool = False,
+    **env: str,
+) -> Iterator[Stack]:
+    """The topology (simulator, two collectors, persister, two workers, HAProxy; Prometheus when
+    asked) on `redis_url` and `database_url`, TEST_ENV plus `env`; everything stopped after."""
+    require_tool("haproxy", "the native topology (HAProxy in front of the API)")
+    launcher = Launcher(workdir)
+    # Docker's DNS, natively: "api" has one A record per worker.
+    with StaticDns({"api": list(WORKER_HOSTS)}) as dns:
+        try:
+            sim = start_sim(launcher)
+            data = workdir / "data"
+            roles_env = service_env(sim, redis_url, database_url, data, **TEST_ENV, **env)
+            stack = start_roles(launcher, sim, roles_env)
+            stats_port = start_haproxy(launcher, stack, dns)
+            if prometheus:
+                start_prometheus(launcher, stack, stats_port)
+            yield stack
+        finally:
+            launcher.stop_all()
