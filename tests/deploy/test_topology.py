@@ -122,6 +122,17 @@ def test_requests_through_haproxy_spread_over_every_worker(stack):
         assert count >= 200 / len(served) / 2, f"{address} got {count} of 200: not balanced"
 
 
+def test_the_status_page_and_its_feeds_are_served_through_haproxy(stack):
+    page = stack.lb.get("/status")
+    assert page.status_code == 200
+    assert page.headers["content-type"] == "text/html; charset=utf-8"
+    assert "connect-src 'self'" in page.headers["content-security-policy"]
+    assert 'data-direction="BTC-USD"' in page.text
+    revalidated = stack.lb.get("/status", headers={"If-None-Match": page.headers["ETag"]})
+    assert revalidated.status_code == 304
+    assert stack.lb.get("/v2/sources").status_code == 200
+
+
 def test_prometheus_scrapes_every_target_and_evaluates_every_rule(stack):
     def targets_up() -> list[dict[str, Any]] | None:
         active = stack.prometheus.get("/api/v1/targets").json()["data"]["activeTargets"]
