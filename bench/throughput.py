@@ -348,15 +348,15 @@ def soak_text(first: list[float], samples: Samples, run: Run | None) -> str:
     return f"RSS before any load: {before} MiB. {head}\n\n" + "\n".join(rows)
 
 
-def write_report(out: Path, block: str) -> None:
-    """Replace the results block of `out` (or create the file with just the block)."""
-    text = out.read_text() if out.exists() else f"# Performance\n\n{BEGIN}\n{END}\n"
-    if BEGIN not in text:
-        text += f"\n{BEGIN}\n{END}\n"
-    head, rest = text.split(BEGIN, 1)
-    tail = rest.split(END, 1)[1] if END in rest else ""
+def write_report(out: Path, block: str, begin: str = BEGIN, end: str = END) -> None:
+    """Replace the results block between `begin` and `end` in `out` (created when missing)."""
+    text = out.read_text() if out.exists() else f"# Performance\n\n{begin}\n{end}\n"
+    if begin not in text:
+        text += f"\n{begin}\n{end}\n"
+    head, rest = text.split(begin, 1)
+    tail = rest.split(end, 1)[1] if end in rest else ""
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(f"{head}{BEGIN}\n{block.strip()}\n{END}{tail}")
+    out.write_text(f"{head}{begin}\n{block.strip()}\n{end}{tail}")
 
 
 # ---------------------------------------------------------------------------------- main

@@ -183,19 +183,31 @@ class Topology:
             url = f"http://{host}:{self.ports['bare']}/ready"
             wait_for(lambda u=url: http_ok(u), daemon.name, daemon)
 
-    def start_balancers(self, dns: StaticDns, backends: tuple[str, ...] = ("api", "bare")) -> None:
-        """haproxy/haproxy.cfg once per backend: the API workers and/or the bare ones."""
+    def start_balancers(
+        self,
+        dns: StaticDns,
+        backends: tuple[str, ...] = ("api", "bare"),
+        lb_env: dict[str, str] | None = None,
+    ) -> None:
+        """haproxy/haproxy.cfg once per backend: the API workers and/or the bare ones.
+
+        `lb_env` overrides LB_* variables (e.g. LB_MAXCONN for many long-lived connections).
+        """
         haproxy = shutil.which("haproxy") or "/usr/sbin/haproxy"
         for backend in backends:
             port = self.ports[backend]
             lb_port, stats_port = free_tcp_port("127.0.0.1"), free_tcp_port("127.0.0.1")
-            env = {k: v for k, v in os.environ.items() if not k.startswith("LB_")} | {
-                "LB_BIND": f"127.0.0.1:{lb_port}",
-                "LB_STATS_BIND": f"127.0.0.1:{stats_port}",
-                "LB_API_ADDR": f"api:{port}",
-                "LB_DNS": dns.address,
-                "LB_RATE_LIMIT": "0",  # one client IP sends everything here
-            }
+            env = (
+                {k: v for k, v in os.environ.items() if not k.startswith("LB_")}
+                | {
+                    "LB_BIND": f"127.0.0.1:{lb_port}",
+                    "LB_STATS_BIND": f"127.0.0.1:{stats_port}",
+                    "LB_API_ADDR": f"api:{port}",
+                    "LB_DNS": dns.address,
+                    "LB_RATE_LIMIT": "0",  # one client IP sends everything here
+                }
+                | (lb_env or {})
+            )
             daemon = self.start(f"haproxy-{backend}", [haproxy, "-db", "-f", str(HAPROXY_CFG)], env)
             self.lb[backend], self.ports[f"lb-{backend}"] = daemon, lb_port
             stats = f"http://127.0.0.1:{stats_port}/metrics"
@@ -231,7 +243,7 @@ class Topology:
 
 @contextmanager
 def running_topology(
-    prefix: str, backends: tuple[str, ...] = ("api", "bare")
+    prefix: str, backends: tuple[str, ...] = ("api", "bare"), lb_env: dict[str, str] | None = None
 ) -> Iterator[Topology]:
     """A started Topology (bare workers only for the "bare" backend), stopped and removed after.
 
@@ -245,7 +257,7 @@ def running_topology(
             topo.start_service()
             if "bare" in backends:
                 topo.start_bare()
-            topo.start_balancers(dns, backends)
+            topo.start_balancers(dns, backends, lb_env)
             yield topo
     except BaseException:
         print(f"logs kept in {workdir}", file=sys.stderr)

@@ -23,6 +23,7 @@ def uvicorn_options(
     *,
     log_level: str = "info",
     forwarded_allow_ips: Sequence[str] = ("127.0.0.1", "::1"),
+    ws_ping_s: float = 20.0,
 ) -> dict[str, Any]:
     """uvicorn settings of every API worker (bench/bare_app.py serves its ceiling with them too).
 
@@ -45,6 +46,13 @@ def uvicorn_options(
         "forwarded_allow_ips": list(forwarded_allow_ips),
         "timeout_graceful_shutdown": 5,
         "backlog": 4096,
+        # /v2/ws: a ping every STREAM_WS_PING_S (no pong within as long closes it); no
+        # per-message deflate (it would compress each shared frame once per subscriber); clients
+        # send nothing that matters, so their messages stay small
+        "ws_ping_interval": ws_ping_s,
+        "ws_ping_timeout": ws_ping_s,
+        "ws_per_message_deflate": False,
+        "ws_max_size": 64 * 1024,
     }
 
 
@@ -63,6 +71,7 @@ def serve_api(
         port or settings.api_port,
         log_level=settings.log_level,
         forwarded_allow_ips=settings.forwarded_allow_ips,
+        ws_ping_s=settings.stream_ws_ping_s,
     )
     if workers == 1:
         # pylint: disable-next=import-outside-toplevel

@@ -135,3 +135,26 @@ COLLECTOR_LEASE_UNCONFIRMED = Counter(
     "ratesvc_collector_lease_unconfirmed_total",
     "Lease acquisitions the Redis replicas did not acknowledge in time (not published under)",
 )
+
+
+# --- API push: /v2/stream (sse) and /v2/ws (ws) (appended)
+PUSH_SUBSCRIBERS = Gauge(
+    "ratesvc_push_subscribers",
+    "Live subscribers of /v2/stream (sse) and /v2/ws (ws), summed over the live workers",
+    ["transport"],
+    multiprocess_mode="livesum",
+)
+PUSH_EVENTS = Counter(
+    "ratesvc_push_events_total", "Rate events written to subscribers", ["transport"]
+)
+PUSH_COALESCED = Counter(
+    "ratesvc_push_coalesced_total",
+    "States a subscriber never got as an event because a newer one replaced it (coalescing, "
+    "slow client)",
+    ["transport"],
+)
+PUSH_SLOW_CLOSES = Counter(
+    "ratesvc_push_slow_closes_total",
+    "Subscribers closed for taking no write for STREAM_SLOW_CLOSE_S",
+    ["transport"],
+)

@@ -133,6 +133,16 @@ class Settings(BaseSettings):
     failback_hold_down_s: float = Field(10.0, ge=0, le=3600)
     redis_stale_after_s: float = Field(10.0, gt=0)
 
+    # --- api push (/v2/stream, /v2/ws)
+    # at most one event per subscriber per interval; changes meanwhile coalesce (latest wins)
+    stream_min_interval_ms: int = Field(250, ge=0, le=60_000)
+    # SSE comment period: keeps the stream under proxies' idle timeouts (HAProxy's is 30 s)
+    stream_heartbeat_s: float = Field(15.0, gt=0, le=3600)
+    # WebSocket ping period (uvicorn's keepalive; no pong within the same time closes it)
+    stream_ws_ping_s: float = Field(20.0, gt=0, le=3600)
+    # a subscriber whose connection takes no write for this long is closed
+    stream_slow_close_s: float = Field(30.0, gt=0, le=3600)
+
     @field_validator("database_url", mode="after")
     @classmethod
     def _postgres_scheme(cls, value: SecretStr | None) -> SecretStr | None:

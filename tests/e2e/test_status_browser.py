@@ -1,8 +1,9 @@
 """GET /status in a real headless Chromium (testkit.browser, CDP): what a person sees.
 
-The page's own logic against a scripted stand-in of /v2/stream and /v2/sources (status_fake.py:
-stale marks, failover, narrow screens, deterministic). The whole path (`ratesvc run --sim` and the
-real /v2/stream) follows once /v2/stream exists on this branch.
+Two sides: the page's own logic against a scripted stand-in of /v2/stream and /v2/sources
+(status_fake.py: stale marks, failover, narrow screens, deterministic), and the whole path:
+`ratesvc run --sim`, the real /v2/stream of a real API worker, a price moved in the simulator and
+a Binance outage showing on the page without a reload.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import pytest
 from ratesvc.domain import DIRECTIONS, EXCHANGERS
 from testkit.browser import Browser, find_chromium
 from testkit.market import EXPECTED
+from tests.e2e.harness import Service, Sim, wait_until
 from tests.e2e.status_fake import FakeApi, body
 
 pytestmark = pytest.mark.e2e
@@ -245,3 +247,72 @@ def test_the_page_says_when_its_streams_are_lost(browser: Browser) -> None:
         what="the lost-connection notice",
     )
     assert browser.evaluate("document.body.classList.contains('offline')")
+
+
+# ---------------------------------------------------------------- the real stack
+def api_values(service: Service, exchanger: str) -> dict[str, str]:
+    response = service.http.get("/v2/courses", params={"exchanger": exchanger})
+    return {c["direction"]: c["value"] for c in response.json()["courses"]}
+
+
+def test_the_page_follows_the_real_stream_of_a_running_service(
+    browser: Browser, service: Service, sim: Sim
+) -> None:
+    url = f"http://127.0.0.1:{service.port}/status"
+    browser.navigate(url)
+
+    def page_matches_api() -> dict[str, Any] | None:
+        page = browser.evaluate(READ_PAGE)
+        serving = service.http.get("/v2/courses").json()["exchanger"]
+        sources = {s["exchanger"]: s for s in service.http.get("/v2/sources").json()["sources"]}
+        same = (
+            all(shown_values(page, e) == api_values(service, e) for e in EXCHANGERS)
+            and page["serving"] == serving
+            and all(page["sources"][e]["state"] == sources[e]["state"] for e in EXCHANGERS)
+        )
+        return page if same else None
+
+    page = wait_until(page_matches_api, timeout_s=30, what="the page to show what the API serves")
+    assert page["serving"] == "binance"
+    assert all(c["serving"] for c in page["rates"]["binance"].values())
+    assert page["sources"]["binance"]["state"] == "up"
+    assert page["sources"]["binance"]["serving"]
+    assert page["connection"].startswith("Live")
+
+    # A price moved in the simulator reaches the open page through /v2/stream: no reload.
+    browser.evaluate("window.__statusTestMarker = 'same page load'")
+    sim.post("/prices", {"binance": {"BTCUSDT": "70123.45"}})
+    wait_until(
+        lambda: api_values(service, "binance")["BTC-USD"] == "70123.45", what="the API to move"
+    )
+    browser.wait_for(
+        "document.querySelector('td[data-exchanger=binance][data-direction=\"BTC-USD\"]')"
+        ".dataset.value === '70123.45'",
+        what="the moved price on the page",
+    )
+    assert browser.evaluate(READ_PAGE)["marker"] == "same page load"
+
+    # Binance goes silent: the page shows the failover to CoinGecko, still without a reload.
+    try:
+        sim.fault("binance_ws", "stall")
+        sim.fault("binance_rest", "refuse")
+        browser.wait_for(
+            "document.getElementById('serving').dataset.exchanger === 'coingecko'",
+            timeout_s=40,
+            what="coingecko serving on the page",
+        )
+        wait_until(
+            lambda: browser.evaluate(READ_PAGE)["sources"]["binance"]["state"] != "up",
+            what="binance not up on the page",
+        )
+        page = browser.evaluate(READ_PAGE)
+        assert page["failover"].startswith("binance \u2192 coingecko")
+        assert all(c["serving"] for c in page["rates"]["coingecko"].values())
+        assert page["marker"] == "same page load"
+    finally:
+        sim.clear()
+
+    assert only_own_origin(browser, url) == []
+    assert browser.recorded.console_errors == []
+    csp = service.http.get("/status").headers["content-security-policy"]
+    assert "default-src 'none'" in csp and "connect-src 'self'" in csp

@@ -18,12 +18,24 @@ from prometheus_client import multiprocess
 from redis.asyncio import Redis
 from starlette_exporter import PrometheusMiddleware
 
-from ratesvc.api import courses, docs, health, problems, status_page, v1, v2, v2_sources
+from ratesvc.api import (
+    courses,
+    docs,
+    health,
+    problems,
+    status_page,
+    v1,
+    v2,
+    v2_sources,
+    v2_stream,
+)
 from ratesvc.api.access import RequestEdge
 from ratesvc.api.courses import CoursesEndpoint
 from ratesvc.api.fastpath import FastPath, RequestMetrics
 from ratesvc.api.mirror import HistoryLoader, RateMirror
+from ratesvc.api.push import Pacer, PushHub
 from ratesvc.api.render import RenderCache
+from ratesvc.api.stream import PushFront, StreamEndpoint
 from ratesvc.api.v2_sources import SourcesEndpoint
 from ratesvc.bus import RateBus
 from ratesvc.connections import redis_client
@@ -44,6 +56,8 @@ DESCRIPTION = """Current exchange rates of eight directions from Binance and Coi
 * Staleness in headers on both versions: `X-Rates-Stale`, `X-Rates-As-Of`, `X-Rates-Age`; v2
   also in the body (`stale`, `as_of`; never an age, so the ETag holds while nothing changes).
 * `/v2/sources`: each exchanger's state, transport, last data, and whether it serves.
+* Live push: `/v2/stream` (Server-Sent Events) and `/v2/ws` (WebSocket) send the `/v2/courses`
+  body at once and on each change.
 * `/status`: a live page for people (rates of both exchangers, the serving one, staleness,
   source health), fed by `/v2/stream`; it loads nothing from other origins.
 * Errors are `application/problem+json` (RFC 9457) naming the allowed values.
@@ -79,12 +93,17 @@ def build_mirror(settings: Settings, redis: Redis) -> RateMirror:
 
 
 def create_app(
-    settings: Settings, *, mirror: RateMirror | None = None, redis: Redis | None = None
+    settings: Settings,
+    *,
+    mirror: RateMirror | None = None,
+    redis: Redis | None = None,
+    push_pacer: Pacer | None = None,
 ) -> FastAPI:
     """Build the app. A given `mirror` is used as is (not started or stopped: tests own it).
 
     Without one, the lifespan starts a mirror on `redis` (or a client for REDIS_URL) and stops
-    it, closing the client if it created it.
+    it, closing the client if it created it. The push hub (/v2/stream, /v2/ws) runs with the
+    lifespan; `push_pacer` replaces its clock (tests).
     """
     owns_mirror = mirror is None
     owned_redis: Redis | None = None
@@ -103,9 +122,11 @@ def create_app(
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         if owns_mirror:
             await running.start()
+        hub.start()
         try:
             yield
         finally:
+            await hub.stop()
             if owns_mirror:
                 await running.stop()
             if owned_redis is not None:
@@ -130,10 +151,20 @@ def create_app(
     endpoint = CoursesEndpoint(caches, clock=mirror.clock)
     app.state.courses = endpoint
     app.state.sources = SourcesEndpoint(mirror, clock=mirror.clock)
+    hub = PushHub(
+        caches[v2.VERSION],
+        min_interval_s=settings.stream_min_interval_ms / 1000,
+        heartbeat_s=settings.stream_heartbeat_s,
+        slow_close_s=settings.stream_slow_close_s,
+        pacer=push_pacer,
+    )
+    app.state.push = hub
+    app.state.stream = StreamEndpoint(hub)
     app.include_router(courses.router(endpoint, default_model=v1.CoursesV1 | v2.CoursesV2))
     app.include_router(v1.router(endpoint))
     app.include_router(v2.router(endpoint))
     app.include_router(v2_sources.router(app.state.sources))
+    app.include_router(v2_stream.router(app.state.stream))
     app.include_router(health.router)
     page = status_page.build_page(settings.exchanger_preference)
     app.include_router(status_page.router(status_page.StatusEndpoint(page)))
@@ -162,9 +193,11 @@ def with_fast_path(app: FastAPI) -> FastPath:
 
 
 def worker_app(app: FastAPI) -> RequestEdge:
-    """What an API worker serves: the request edge, then the fast path, then `app`."""
+    """What an API worker serves: the request edge, the live push (/v2/stream, /v2/ws), the fast
+    path, then `app`."""
     settings: Settings = app.state.settings
-    return RequestEdge(with_fast_path(app), access_log=settings.api_access_log)
+    pushed = PushFront(with_fast_path(app), endpoint=app.state.stream)
+    return RequestEdge(pushed, access_log=settings.api_access_log)
 
 
 def app_from_env() -> RequestEdge:

@@ -9,6 +9,12 @@ so a small answer leaves the process in one write: all of it or nothing, which H
 
 Only `RequestResponseCycle.send` changes, and only which `transport.write` calls happen: every
 byte, header validation, Content-Length check and keep-alive decision stays uvicorn's own.
+
+Two hooks serve long-lived responses (the /v2/stream SSE handler, api/stream.py): a handler that
+puts a callable under STREAM_STOP_KEY in its scope is called when uvicorn begins its graceful
+shutdown (stock uvicorn only waits for such a response, up to its timeout), and the message
+``{"type": ABORT_MESSAGE}`` closes the connection at once without an error log (a client that
+stopped reading).
 """
 
 from __future__ import annotations
@@ -17,6 +23,9 @@ import asyncio
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
+
+STREAM_STOP_KEY = "ratesvc.stream_stop"
+ABORT_MESSAGE = "ratesvc.abort"
 
 
 class _Capture:
@@ -64,6 +73,14 @@ class OneWriteCycle(RequestResponseCycle):
 
     async def send(self, message: Any) -> None:
         transport = self.transport
+        if message["type"] == ABORT_MESSAGE:
+            # Marked disconnected first: uvicorn then neither writes nor logs the unfinished
+            # response; the buffered bytes are dropped with the connection.
+            self.disconnected = True
+            self.keep_alive = False
+            transport.abort()
+            self.message_event.set()
+            return
         if message["type"] == "http.response.start" and not self.response_started:
             capture = _Capture()
             self.transport = capture  # type: ignore[assignment]
@@ -88,6 +105,14 @@ class OneWriteCycle(RequestResponseCycle):
 
 class OneWriteHttpToolsProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol serving every request with a OneWriteCycle."""
+
+    def shutdown(self) -> None:
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_complete:
+            stop = cycle.scope.get(STREAM_STOP_KEY)  # type: ignore[misc]
+            if stop is not None:
+                stop()  # the stream finishes its response; keep-alive off closes it then
+        super().shutdown()
 
     def on_headers_complete(self) -> None:
         super().on_headers_complete()

@@ -23,7 +23,7 @@ def _tick_order(tick: RateTick) -> tuple[int, int]:
     return max((leg.ts_ms for leg in tick.legs), default=tick.ts_ms), tick.oldest_leg_ms
 
 
-class Snapshot:
+class Snapshot:  # pylint: disable=too-many-instance-attributes
     """What this worker knows, and its `version` (bumped on every change that can alter a response).
 
     Args:
@@ -53,6 +53,8 @@ class Snapshot:
         self._lost_at_ms: int | None = None  # when following stopped (None while following)
         self.changes_at_ms = 0  # the first instant time alone may change an answer (evaluate)
         self._serving: str | None = None
+        # called after every version bump (the push hub wakes on it); no I/O, must not raise
+        self.on_change: list[Callable[[], None]] = []
 
     @property
     def ready(self) -> bool:
@@ -135,6 +137,8 @@ class Snapshot:
     def _bump(self) -> None:
         self.version += 1
         metrics.API_SNAPSHOT_VERSION.set(self.version)
+        for listener in self.on_change:
+            listener()
         serving = self.decide(None, DIRECTIONS).exchanger
         if serving != self._serving:
             if self._serving is not None and serving is not None:

@@ -1,0 +1,215 @@
+"""10,000 subscribers of GET /v2/stream behind HAProxy with 2 API workers, on this machine.
+
+Usage: python bench/push.py [--subscribers 10000] [--processes 2] [--changes 30]
+                            [--spacing-s 1.0] [--path /v2/stream] [--wrk-seconds 15]
+                            [--wrk-connections 32] [--out docs/performance.md] [--no-write]
+
+Starts the native topology of bench/topology.py (embedded Redis and Postgres, `ratesvc sim`,
+collector, persister, two `ratesvc api` workers, the project's haproxy/haproxy.cfg with LB_MAXCONN
+raised for the subscribers). Then:
+1. wrk loads v1 `/courses` through HAProxy for `--wrk-seconds`: v1's req/s without subscribers.
+2. `--subscribers` SSE connections through HAProxy (testkit.sse_load: `--processes` client
+   processes on the same cores), each until it holds the first event; the workers' and
+   HAProxy's RSS before and after give the memory per subscriber.
+3. Fan-out alone: the simulator moves BTCUSDT `--changes` times, `--spacing-s` apart; for every
+   change and every subscriber, the delay from the simulator call to the first event carrying
+   that change or a later one (what "holds the latest state" means: coalescing may skip states).
+   The chain measured is the whole one: simulator -> collector -> Redis -> API -> HAProxy -> client.
+4. Fan-out under load: the same while wrk loads v1 `/courses`: v1's req/s during the fan-out.
+Prints the report and rewrites the push block of `--out`. Loopback only; every wait is bounded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "src")]
+
+# pylint: disable=wrong-import-position
+from bench.throughput import SCENARIOS, parse_wrk, pct, write_report  # noqa: E402
+from bench.topology import CpuMeter, Topology, machine, rss_mib, running_topology  # noqa: E402
+
+from testkit.sse_load import ClientReport, Fleet, Marker  # noqa: E402
+
+BEGIN, END = "<!-- push:begin -->", "<!-- push:end -->"
+TARGET_MS = 250.0
+MARKER = Marker("BTCUSDT", 80_000)
+
+
+def parse_args() -> argparse.Namespace:
+    """Command line."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--subscribers", type=int, default=10_000)
+    parser.add_argument("--processes", type=int, default=2, help="client processes")
+    parser.add_argument("--changes", type=int, default=30, help="price changes per phase")
+    parser.add_argument("--spacing-s", type=float, default=1.0, help="between two changes")
+    parser.add_argument("--path", default="/v2/stream", help="what the subscribers open")
+    parser.add_argument("--wrk-seconds", type=int, default=15)
+    parser.add_argument("--wrk-connections", type=int, default=32)
+    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "performance.md")
+    parser.add_argument("--no-write", action="store_true", help="print only")
+    return parser.parse_args()
+
+
+def command_line(args: argparse.Namespace) -> str:
+    """The command that reproduces this run."""
+    return (
+        f"python bench/push.py --subscribers {args.subscribers} --processes {args.processes} "
+        f"--changes {args.changes} --spacing-s {args.spacing_s} --path {args.path} "
+        f"--wrk-seconds {args.wrk_seconds} --wrk-connections {args.wrk_connections}"
+    )
+
+
+def wrk(topo: Topology, args: argparse.Namespace, seconds: int) -> subprocess.Popen:
+    """wrk on v1 /courses through HAProxy, started (read its stdout when it ends)."""
+    command = ["wrk", "-t1", f"-c{args.wrk_connections}", f"-d{seconds}s", "--latency"]
+    command += ["--timeout", "5s", topo.url("api", "/courses")]
+    return subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+
+
+def v1_rps(proc: subprocess.Popen, bound_s: float) -> tuple[float, float, int]:
+    """(req/s, p99 ms, errors) of a finished wrk run."""
+    out, _ = proc.communicate(timeout=bound_s)
+    run = parse_wrk(out, SCENARIOS[1])
+    return run.rps, run.p99_ms, run.errors
+
+
+def changes(topo: Topology, first: int, count: int, spacing_s: float) -> dict[int, float]:
+    """Move the marker market `count` times from change `first`; change -> monotonic time."""
+    sent = {}
+    for k in range(first, first + count):
+        sent[k] = time.monotonic()
+        topo.sim("/prices", {"binance": {MARKER.symbol: MARKER.price(k)}})
+        time.sleep(spacing_s)  # pacing of the load, not a synchronisation
+    return sent
+
+
+def delays(report: ClientReport, sent: dict[int, float], subscribers: int) -> tuple[list, int]:
+    """Per (change, subscriber): ms from the change to holding it; and how many never did."""
+    values, missing = [], 0
+    for k, at in sent.items():
+        held = report.held.get(k, [])
+        values.extend((t - at) * 1000 for t in held)
+        missing += subscribers - len(held)
+    return values, missing
+
+
+def phase(
+    topo: Topology, fleet: Fleet, connected: int, first: int, args: argparse.Namespace
+) -> tuple[list[float], int, dict[str, float]]:
+    """One phase of changes; waits (bounded) until every subscriber holds the last one."""
+    meter = CpuMeter(
+        {"haproxy": [topo.lb["api"].proc.pid], "workers": [d.proc.pid for d in topo.api]}
+    )
+    sent = changes(topo, first, args.changes, args.spacing_s)
+    last = first + args.changes - 1
+    report = fleet.wait_until(lambda r: len(r.held.get(last, [])) >= connected, timeout_s=15)
+    cpu = meter.stop()
+    values, missing = delays(report, sent, connected)
+    return values, missing, cpu
+
+
+def summarize(values: list[float], missing: int) -> str:
+    """p50 / p99 / max and the share within the target, as one table row's cells."""
+    if not values:
+        return "no deliveries | | | |"
+    within = sum(v <= TARGET_MS for v in values) / (len(values) + missing)
+    return (
+        f"{pct(values, 0.5):.0f} ms | {pct(values, 0.99):.0f} ms | {max(values):.0f} ms | "
+        f"{within:.2%} | {missing:,}"
+    )
+
+
+def cpu_text(cpu: dict[str, float], seconds: float) -> str:
+    """CPU shares in cores over the phase."""
+    return ", ".join(f"{k} {v / seconds:.2f}" for k, v in cpu.items() if k != "steal")
+
+
+def benchmark(topo: Topology, args: argparse.Namespace) -> str:  # pylint: disable=too-many-locals
+    """Every measurement on a running topology; returns the markdown block."""
+    baseline = v1_rps(wrk(topo, args, args.wrk_seconds), args.wrk_seconds + 60)
+    print(f"v1 alone: {baseline[0]:,.0f} req/s", flush=True)
+    pids = {"workers": [d.proc.pid for d in topo.api], "haproxy": [topo.lb["api"].proc.pid]}
+    rss_before = {k: sum(rss_mib(p) for p in v) for k, v in pids.items()}
+    url = httpx.URL(topo.url("api", args.path))
+    fleet = Fleet(url.host, url.port, args.path, args.subscribers, MARKER, args.processes)
+    started = time.monotonic()
+    connected, failed = fleet.start()
+    report = fleet.wait_until(lambda r: r.first_event >= connected, timeout_s=120)
+    connect_s = time.monotonic() - started
+    print(f"{connected:,} connected ({failed} failed), {report.first_event:,} hold the first "
+          f"event after {connect_s:.1f} s", flush=True)  # fmt: skip
+    rss_after = {k: sum(rss_mib(p) for p in v) for k, v in pids.items()}
+    alone = phase(topo, fleet, connected, 1, args)
+    print(f"fan-out alone: {summarize(alone[0], alone[1])}", flush=True)
+    load = wrk(topo, args, int(args.changes * args.spacing_s) + 3)
+    loaded = phase(topo, fleet, connected, 1 + args.changes, args)
+    during = v1_rps(load, args.changes * args.spacing_s + 90)
+    print(
+        f"fan-out + wrk: {summarize(loaded[0], loaded[1])}; v1 {during[0]:,.0f} req/s", flush=True
+    )
+    final = fleet.stop()
+    seconds = args.changes * args.spacing_s
+    per_sub = {k: (rss_after[k] - rss_before[k]) * 1024 / max(connected, 1) for k in rss_before}
+    return "\n".join(
+        [
+            f"Command: `{command_line(args)}`  ",
+            f"Machine: {machine()}  ",
+            f"Date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}. Subscribers: "
+            f"{connected:,} connected ({failed} failed) to `{args.path}` through the project's "
+            f"HAProxy (2 API workers), {args.processes} client processes on the same 2 cores; "
+            f"all held their first event {connect_s:.1f} s after the first connect. Changes: "
+            f"BTCUSDT moved in the simulator {args.changes} times per phase, {args.spacing_s} s "
+            "apart; a delay runs from the simulator call to the first event carrying that "
+            "change (or a later one), so it includes collector, Redis and the workers' mirror.",
+            "",
+            f"| phase | p50 | p99 | max | within {TARGET_MS:.0f} ms | never held |",
+            "|---|---|---|---|---|---|",
+            f"| fan-out alone | {summarize(alone[0], alone[1])} |",
+            f"| fan-out + wrk on v1 `/courses` | {summarize(loaded[0], loaded[1])} |",
+            "",
+            f"- v1 `/courses` through the same HAProxy, wrk -c{args.wrk_connections}: "
+            f"{baseline[0]:,.0f} req/s without subscribers (p99 {baseline[1]:.1f} ms, "
+            f"{baseline[2]} errors); {during[0]:,.0f} req/s during the fan-out "
+            f"(p99 {during[1]:.1f} ms, {during[2]} errors).",
+            f"- Memory per subscriber: {per_sub['workers']:.1f} KiB in the API workers "
+            f"(RSS {rss_before['workers']:.0f} -> {rss_after['workers']:.0f} MiB for both), "
+            f"{per_sub['haproxy']:.1f} KiB in HAProxy "
+            f"({rss_before['haproxy']:.0f} -> {rss_after['haproxy']:.0f} MiB).",
+            f"- CPU (cores busy) during the fan-out alone: {cpu_text(alone[2], seconds)}; "
+            f"with wrk: {cpu_text(loaded[2], seconds)}.",
+            f"- Events received {final.events:,} ({final.bytes / 2**20:,.0f} MiB), heartbeats "
+            f"{final.heartbeats:,}, connections lost before the end {final.failed:,}.",
+        ]
+    )
+
+
+def main() -> None:
+    """Start the topology, measure, report, stop everything."""
+    args = parse_args()
+    for tool in ("wrk", "haproxy"):
+        if not shutil.which(tool) and not Path(f"/usr/sbin/{tool}").exists():
+            raise SystemExit(f"{tool} is not installed (apt-get install {tool})")
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # the workers inherit it
+    maxconn = str(2 * args.subscribers + 1_000)
+    with running_topology("ratesvc-push-", backends=("api",), lb_env={"LB_MAXCONN": maxconn}) as t:
+        block = benchmark(t, args)
+    print(block)
+    if not args.no_write:
+        write_report(args.out, block, BEGIN, END)
+        print(f"\nwrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,287 @@
+"""PushHub: one per worker, fanning each change of a /v2/courses body out to its live subscribers.
+
+Subscribers of the same query share a Topic. When the snapshot changes, the hub wakes (at most
+once per `min_interval_s`: changes meanwhile coalesce, the latest state wins), takes each topic's
+answer from the v2 RenderCache (rendered once per snapshot version, the very bytes /v2/courses
+serves) and, when its ETag moved, encodes the frames ONCE per topic (the SSE event and the
+WebSocket text) and wakes the topic's subscribers. A subscriber holds only the sequence number of
+what it last sent and one wake-up future: a 1-slot mailbox (what is pending is always the topic's
+newest frame), never a queue, so a slow client costs no memory however far behind it is.
+The transports (stream.py) do the writing; the hub never awaits a client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from loguru import logger
+
+from ratesvc import metrics
+from ratesvc.api.query import Selection
+from ratesvc.api.render import Prepared, RenderCache
+
+TRANSPORTS = ("sse", "ws")
+
+
+class Pacer(Protocol):
+    """Time as the hub sees it (injectable: tests move it by hand)."""
+
+    def now(self) -> float:
+        """Monotonic seconds."""
+
+    async def sleep(self, seconds: float) -> None:
+        """Wait `seconds`."""
+
+
+class LoopPacer:
+    """The event loop's clock."""
+
+    def now(self) -> float:
+        """The loop's monotonic time."""
+        return asyncio.get_running_loop().time()
+
+    async def sleep(self, seconds: float) -> None:
+        """asyncio.sleep."""
+        await asyncio.sleep(seconds)
+
+
+def sse_frame(prepared: Prepared) -> bytes:
+    """The SSE event of one answer: `event: rates`, `id: <ETag>`, `data: <body, one line>`."""
+    return b"event: rates\nid: %s\ndata: %s\n\n" % (prepared.etag.encode(), prepared.body)
+
+
+HEARTBEAT = b":\n\n"  # an SSE comment: keeps proxies and clients from timing the stream out
+
+
+@dataclass(slots=True)
+class Frame:
+    """One state of a topic, encoded once for every subscriber."""
+
+    seq: int
+    etag: str
+    sse: bytes
+    text: str
+
+
+@dataclass(eq=False, slots=True)
+class Subscriber:
+    """One live client: what it last sent, and the future that wakes it (None while busy)."""
+
+    topic: Topic
+    transport: str
+    sent_seq: int = 0
+    sent_at: float = float("-inf")
+    beats: int = 0  # heartbeat rounds seen
+    wake: asyncio.Future[None] | None = None
+    stopped: bool = False
+    closed_by_peer: bool = False  # the client (or the server for it) closed the connection
+
+    def notify(self) -> None:
+        """Wake the subscriber's task if it is waiting (a busy one looks again when done)."""
+        wake = self.wake
+        if wake is not None and not wake.done():
+            wake.set_result(None)
+
+    def stop(self) -> None:
+        """End this stream (worker shutdown, client gone)."""
+        self.stopped = True
+        self.notify()
+
+
+@dataclass(eq=False, slots=True)
+class Topic:
+    """Subscribers of one Selection and the newest frame of its answer."""
+
+    selection: Selection
+    frame: Frame | None = None
+    subscribers: set[Subscriber] = field(default_factory=set)
+
+
+@dataclass(slots=True)
+class Counts:
+    """Events counted locally and flushed to Prometheus in batches (cheap per event)."""
+
+    sent: dict[str, int] = field(default_factory=lambda: dict.fromkeys(TRANSPORTS, 0))
+    coalesced: dict[str, int] = field(default_factory=lambda: dict.fromkeys(TRANSPORTS, 0))
+
+    def flush(self) -> None:
+        """Add the counts to the metrics and reset them."""
+        for transport in TRANSPORTS:
+            if self.sent[transport]:
+                metrics.PUSH_EVENTS.labels(transport).inc(self.sent[transport])
+                self.sent[transport] = 0
+            if self.coalesced[transport]:
+                metrics.PUSH_COALESCED.labels(transport).inc(self.coalesced[transport])
+                self.coalesced[transport] = 0
+
+
+class PushHub:
+    """The worker's fan-out of /v2/courses bodies.
+
+    Args:
+        cache: the v2 RenderCache (shared with /v2/courses: one render per snapshot version).
+        min_interval_s: at most one event per subscriber per interval (STREAM_MIN_INTERVAL_MS).
+        heartbeat_s: SSE comment period (STREAM_HEARTBEAT_S).
+        slow_close_s: a client that takes no write for this long is closed (STREAM_SLOW_CLOSE_S).
+        pacer: time for the coalescing window and the heartbeat.
+    """
+
+    def __init__(
+        self,
+        cache: RenderCache,
+        *,
+        min_interval_s: float = 0.25,
+        heartbeat_s: float = 15.0,
+        slow_close_s: float = 30.0,
+        pacer: Pacer | None = None,
+    ) -> None:
+        self.cache = cache
+        self.min_interval_s = min_interval_s
+        self.heartbeat_s = heartbeat_s
+        self.slow_close_s = slow_close_s
+        self.pacer: Pacer = pacer or LoopPacer()
+        self.topics: dict[Selection, Topic] = {}
+        self.beats = 0
+        self.counts = Counts()
+        self._changed = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._seq = 0
+        self.stopping = False  # set for good by close_all (worker shutdown)
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self) -> None:
+        """Follow the mirror's changes; call inside the worker's event loop."""
+        if self._tasks:
+            return
+        self._changed = asyncio.Event()
+        self.cache.mirror.on_change.append(self._changed.set)
+        self._tasks = [
+            asyncio.create_task(self._publish_forever(), name="push-publish"),
+            asyncio.create_task(self._beat_forever(), name="push-heartbeat"),
+        ]
+
+    async def stop(self) -> None:
+        """End every stream and stop the hub's tasks."""
+        self.close_all()
+        if self._changed.set in self.cache.mirror.on_change:
+            self.cache.mirror.on_change.remove(self._changed.set)
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self.counts.flush()
+
+    def close_all(self) -> None:
+        """Ask every stream to end now (worker shutdown)."""
+        self.stopping = True
+        for topic in self.topics.values():
+            for subscriber in topic.subscribers:
+                subscriber.stop()
+
+    # ------------------------------------------------------------------ subscribers
+    def current(self, selection: Selection) -> Prepared:
+        """The answer for `selection` now (what /v2/courses would serve)."""
+        mirror = self.cache.mirror
+        mirror.catch_up(mirror.clock())  # staleness judged now
+        return self.cache.get(selection)
+
+    def subscribe(self, selection: Selection, transport: str) -> Subscriber:
+        """A new subscriber of `selection`; its topic holds the current frame."""
+        topic = self.topics.get(selection)
+        if topic is None:
+            topic = self.topics[selection] = Topic(selection)
+        if topic.frame is None:
+            self._refresh(topic)
+        subscriber = Subscriber(topic, transport, beats=self.beats)
+        topic.subscribers.add(subscriber)
+        metrics.PUSH_SUBSCRIBERS.labels(transport).inc()
+        if self.stopping:
+            subscriber.stopped = True
+        return subscriber
+
+    def unsubscribe(self, subscriber: Subscriber) -> None:
+        """Forget `subscriber` (its topic goes when empty)."""
+        topic = subscriber.topic
+        if subscriber in topic.subscribers:
+            topic.subscribers.discard(subscriber)
+            metrics.PUSH_SUBSCRIBERS.labels(subscriber.transport).dec()
+        if not topic.subscribers and self.topics.get(topic.selection) is topic:
+            del self.topics[topic.selection]
+
+    def mark_sent(self, subscriber: Subscriber, frame: Frame) -> None:
+        """Record that `frame` went to `subscriber`; count the states it never saw."""
+        if subscriber.sent_seq:
+            skipped = frame.seq - subscriber.sent_seq - 1
+            if skipped > 0:
+                self.counts.coalesced[subscriber.transport] += skipped
+        subscriber.sent_seq = frame.seq
+        subscriber.sent_at = self.pacer.now()
+        self.counts.sent[subscriber.transport] += 1
+
+    async def wait(self, subscriber: Subscriber) -> None:
+        """Until something is due for `subscriber`: a newer frame, a heartbeat, or its end.
+
+        A newer frame is held until `min_interval_s` after the subscriber's last event.
+        """
+        while not subscriber.stopped:
+            frame = subscriber.topic.frame
+            if frame is not None and frame.seq != subscriber.sent_seq:
+                due = subscriber.sent_at + self.min_interval_s
+                if self.pacer.now() >= due:
+                    return
+                await self.pacer.sleep(due - self.pacer.now())
+                self.refresh(subscriber.topic)  # the latest state when the hold ends
+                continue
+            if subscriber.beats != self.beats:
+                return
+            subscriber.wake = asyncio.get_running_loop().create_future()
+            try:
+                await subscriber.wake
+            finally:
+                subscriber.wake = None
+
+    # ------------------------------------------------------------------ the hub's loops
+    def _refresh(self, topic: Topic) -> bool:
+        prepared = self.current(topic.selection)
+        if prepared.status != 200:
+            return False
+        frame = topic.frame
+        if frame is not None and frame.etag == prepared.etag:
+            return False
+        self._seq += 1
+        topic.frame = Frame(self._seq, prepared.etag, sse_frame(prepared), prepared.body.decode())
+        return True
+
+    def refresh(self, topic: Topic) -> None:
+        """Re-read `topic`'s answer; wake its subscribers if it changed."""
+        if self._refresh(topic):
+            for subscriber in topic.subscribers:
+                subscriber.notify()
+
+    def publish(self) -> None:
+        """Re-read every topic's answer; wake the subscribers of those that changed."""
+        for topic in list(self.topics.values()):
+            self.refresh(topic)
+        self.counts.flush()
+
+    async def _publish_forever(self) -> None:
+        while True:
+            await self._changed.wait()
+            self._changed.clear()
+            # The loop's one broad except: a bug in one publish must not stop the streams.
+            try:
+                self.publish()
+            except Exception:  # pylint: disable=broad-exception-caught
+                logger.exception("push publish failed")
+            await self.pacer.sleep(self.min_interval_s)  # changes meanwhile coalesce
+
+    async def _beat_forever(self) -> None:
+        while True:
+            await self.pacer.sleep(self.heartbeat_s)
+            self.beats += 1
+            for topic in self.topics.values():
+                for subscriber in topic.subscribers:
+                    subscriber.notify()
+            self.counts.flush()

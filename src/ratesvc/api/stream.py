@@ -1,0 +1,255 @@
+"""Live push at the ASGI level: `GET /v2/stream` (Server-Sent Events) and `/v2/ws` (WebSocket).
+
+Both take the query of /v2/courses (`exchanger`, `direction`; no `at`) and send its body, first at
+once, then on each change (push.PushHub: coalesced, latest state wins). Each connection is one
+ASGI task holding a push.Subscriber; the frames it writes are the hub's shared bytes.
+
+Slow clients: uvicorn's `send` waits while the connection's write buffer is above its high-water
+mark (64 KiB). Before each SSE event an empty body chunk waits for that drain (it writes nothing),
+and only then is the topic's newest frame taken: a client that cannot keep up gets the newest
+state when it drains, never a backlog, and holds at most one frame beyond the mark. If a drain
+takes longer than STREAM_SLOW_CLOSE_S the connection is closed (counted).
+
+Shutdown: the worker's HTTP protocol (onewrite.py) calls the stream's STREAM_STOP_KEY hook when
+uvicorn begins its graceful shutdown, so SSE responses end at once with their last chunk (the
+client reconnects elsewhere, with Last-Event-ID); uvicorn itself closes WebSockets with 1012.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from contextlib import suppress
+from urllib.parse import parse_qsl
+
+from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from ratesvc import metrics
+from ratesvc.api import problems
+from ratesvc.api.onewrite import ABORT_MESSAGE, STREAM_STOP_KEY
+from ratesvc.api.problems import Problem, problem_body, problem_response
+from ratesvc.api.push import HEARTBEAT, PushHub, Subscriber
+from ratesvc.api.query import PARAMETERS, QueryParser, Selection
+from ratesvc.api.render import RETRY_AFTER_S
+
+STREAM_PATH = "/v2/stream"
+WS_PATH = "/v2/ws"
+API_VERSION = b"2"
+SSE_HEADERS = [
+    (b"content-type", b"text/event-stream"),
+    (b"cache-control", b"no-cache"),
+    (b"x-accel-buffering", b"no"),
+    (b"api-version", API_VERSION),
+]
+WS_POLICY_VIOLATION = 1008  # a refused query where the server cannot answer the handshake in HTTP
+WS_GOING_AWAY = 1001
+_FLUSH: Message = {"type": "http.response.body", "body": b"", "more_body": True}
+
+
+def _check_live_only(raw: bytes) -> Problem | None:
+    """`at` asks for the past: a stream only has the present."""
+    with suppress(ValueError, UnicodeDecodeError):
+        names = {name for name, _ in parse_qsl(raw.decode("latin-1"), keep_blank_values=True)}
+        if "at" in names:
+            return Problem(
+                problems.UNKNOWN_PARAMETER,
+                "`at` is not supported here: a stream sends the current values and their changes; "
+                "use /v2/courses?at= for the past",
+                {"parameter": "at", "allowed": list(PARAMETERS)},
+            )
+    return None
+
+
+class StreamEndpoint:
+    """Serves /v2/stream and /v2/ws from `hub`."""
+
+    def __init__(self, hub: PushHub) -> None:
+        self.hub = hub
+        self.parse = QueryParser()
+
+    def select(self, raw: bytes) -> Selection | Problem:
+        """The Selection of a stream's query, or the Problem that refuses it (no data included)."""
+        selection = _check_live_only(raw) or self.parse(raw)
+        if isinstance(selection, Problem):
+            return selection
+        prepared = self.hub.current(selection)
+        if prepared.status != 200:
+            missing = ", ".join(prepared.missing) or "the requested directions together"
+            return Problem(
+                problems.NO_DATA,
+                f"no value is known yet for {missing}; retry shortly",
+                {"missing": list(prepared.missing)},
+                {"Retry-After": str(RETRY_AFTER_S)},
+            )
+        return selection
+
+    # ------------------------------------------------------------------ SSE
+    async def sse(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """One Server-Sent Events response, until the client leaves or the worker stops."""
+        selection = self.select(scope["query_string"])
+        if isinstance(selection, Problem):
+            response = problem_response(
+                selection, instance=scope["path"], headers={"API-Version": "2"}
+            )
+            await response(scope, receive, send)
+            return
+        last_event_id = next(
+            (v.decode("latin-1") for k, v in scope["headers"] if k == b"last-event-id"), None
+        )
+        hub = self.hub
+        subscriber = hub.subscribe(selection, "sse")
+        scope[STREAM_STOP_KEY] = subscriber.stop
+        watcher = asyncio.create_task(_watch_http(receive, subscriber))
+        try:
+            await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
+            frame = subscriber.topic.frame
+            if frame is not None and frame.etag == last_event_id:
+                subscriber.sent_seq = frame.seq  # the client holds it: nothing until a change
+                frame = None
+            await send(_FLUSH if frame is None else _chunk(frame.sse))
+            if frame is not None:
+                hub.mark_sent(subscriber, frame)
+            await self._sse_loop(subscriber, send)
+        finally:
+            watcher.cancel()
+            hub.unsubscribe(subscriber)
+
+    async def _sse_loop(self, subscriber: Subscriber, send: Send) -> None:
+        hub = self.hub
+        while True:
+            await hub.wait(subscriber)
+            if subscriber.stopped:
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+                return
+            if not await _drained(send, hub.slow_close_s, _FLUSH):
+                await _abort(send, "sse")
+                return
+            frame = subscriber.topic.frame
+            subscriber.beats = hub.beats  # an event keeps the connection alive as well
+            if frame is not None and frame.seq != subscriber.sent_seq:
+                await send(_chunk(frame.sse))
+                hub.mark_sent(subscriber, frame)
+            else:
+                await send(_chunk(HEARTBEAT))
+
+    # ------------------------------------------------------------------ WebSocket
+    async def ws(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """One WebSocket: the body as a text frame at once and on each change."""
+        if (await receive())["type"] != "websocket.connect":
+            return
+        selection = self.select(scope["query_string"])
+        if isinstance(selection, Problem):
+            await _refuse(scope, send, selection)
+            return
+        hub = self.hub
+        subscriber = hub.subscribe(selection, "ws")
+        watcher = asyncio.create_task(_watch_ws(receive, subscriber))
+        try:
+            await send({"type": "websocket.accept", "headers": [(b"api-version", API_VERSION)]})
+            await self._ws_loop(subscriber, send)
+        except OSError:  # uvicorn's ClientDisconnected: the client went away mid-send
+            pass
+        finally:
+            watcher.cancel()
+            hub.unsubscribe(subscriber)
+
+    async def _ws_loop(self, subscriber: Subscriber, send: Send) -> None:
+        hub = self.hub
+        while not subscriber.stopped:
+            frame = subscriber.topic.frame
+            subscriber.beats = hub.beats  # transport pings keep a WebSocket alive
+            if frame is not None and frame.seq != subscriber.sent_seq:
+                message = {"type": "websocket.send", "text": frame.text}
+                if not await _drained(send, hub.slow_close_s, message):
+                    metrics.PUSH_SLOW_CLOSES.labels("ws").inc()
+                    return  # uvicorn closes the connection when the handler returns
+                hub.mark_sent(subscriber, frame)
+            await hub.wait(subscriber)
+        if not subscriber.closed_by_peer:  # the hub stopped it: say so
+            with suppress(OSError, RuntimeError):
+                await send({"type": "websocket.close", "code": WS_GOING_AWAY})
+
+
+def _chunk(data: bytes) -> Message:
+    return {"type": "http.response.body", "body": data, "more_body": True}
+
+
+async def _drained(send: Send, limit_s: float, message: Message) -> bool:
+    """Send `message` (it waits while the write buffer is full); False after `limit_s`."""
+    try:
+        async with asyncio.timeout(limit_s):
+            await send(message)
+    except TimeoutError:
+        return False
+    return True
+
+
+async def _abort(send: Send, transport: str) -> None:
+    metrics.PUSH_SLOW_CLOSES.labels(transport).inc()
+    # Closes the connection now (onewrite.py); another server refuses the message, and the
+    # handler returning leaves it to close the incomplete response.
+    with suppress(RuntimeError):
+        await send({"type": ABORT_MESSAGE})
+
+
+async def _watch_http(receive: Receive, subscriber: Subscriber) -> None:
+    while True:
+        if (await receive())["type"] == "http.disconnect":
+            subscriber.stop()
+            return
+
+
+async def _watch_ws(receive: Receive, subscriber: Subscriber) -> None:
+    while True:  # messages from the client are ignored: this socket only pushes
+        if (await receive())["type"] == "websocket.disconnect":
+            subscriber.closed_by_peer = True
+            subscriber.stop()
+            return
+
+
+async def _refuse(scope: Scope, send: Send, problem: Problem) -> None:
+    """Refuse a WebSocket handshake: an HTTP problem+json where the server can send one."""
+    if "websocket.http.response" in scope.get("extensions", {}):
+        body = problem_body(problem, instance=scope["path"])
+        headers = [
+            (b"content-type", problems.PROBLEM_JSON.encode()),
+            (b"content-length", str(len(body)).encode()),
+            (b"api-version", API_VERSION),
+            *((k.lower().encode(), v.encode()) for k, v in problem.headers.items()),
+        ]
+        status = problem.kind.status
+        await send({"type": "websocket.http.response.start", "status": status, "headers": headers})
+        await send({"type": "websocket.http.response.body", "body": body})
+        return
+    await send({"type": "websocket.close", "code": WS_POLICY_VIOLATION, "reason": problem.detail})
+
+
+class StreamResponse(Response):
+    """A Response whose call runs the SSE handler: the FastAPI route's slow path."""
+
+    def __init__(  # pylint: disable=super-init-not-called
+        self, handler: Callable[[Scope, Receive, Send], Awaitable[None]]
+    ) -> None:
+        self.handler = handler
+        self.background = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.handler(scope, receive, send)
+
+
+class PushFront:
+    """ASGI app: GET /v2/stream and the /v2/ws WebSocket answered here, the rest by `app`."""
+
+    def __init__(self, app: ASGIApp, *, endpoint: StreamEndpoint) -> None:
+        self.app = app
+        self.endpoint = endpoint
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path")
+        if path == STREAM_PATH and scope["type"] == "http" and scope["method"] == "GET":
+            await self.endpoint.sse(scope, receive, send)
+        elif path == WS_PATH and scope["type"] == "websocket":
+            await self.endpoint.ws(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)

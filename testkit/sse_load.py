@@ -1,0 +1,250 @@
+"""Many Server-Sent Events subscribers from one machine: the load generator of bench/push.py.
+
+`Fleet` starts `processes` client processes; each opens its share of plain HTTP/1.1 connections
+to one URL (in batches, so the listen backlog never overflows) and reads the streams with a bare
+asyncio Protocol: no HTTP library, no JSON parsing, so that 10,000 subscribers cost the load
+generator as little CPU as possible on the machine it shares with the service.
+
+What a subscriber holds is read from a marker in each event: the price of one market, which the
+benchmark moves to `base + k` for its k-th change (`Marker`). A subscriber holds change k from
+the first event carrying any change >= k (coalescing may skip intermediate states: the latest
+state wins). Times are `time.monotonic()`, one clock for every process on a Linux machine, so
+the controller's change times and the clients' arrival times compare directly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import re
+import resource
+import time
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+
+CONNECT_BATCH = 250
+TAIL_BYTES = 256  # a marker split across two reads is found in the joined tail
+
+
+@dataclass(frozen=True)
+class Marker:
+    """Change k sets the market `symbol` to the integer price `base + k` (k >= 1).
+
+    Any other price of `symbol` (the state before the first change) counts as change 0.
+    """
+
+    symbol: str
+    base: int
+
+    def price(self, k: int) -> str:
+        """The price the controller sets for change k."""
+        return str(self.base + k)
+
+    def pattern(self) -> re.Pattern[bytes]:
+        """Finds the price of `symbol` in a v2 body (its legs: source, symbol, price, ...)."""
+        return re.compile(rb'"symbol":"' + self.symbol.encode() + rb'","price":"([0-9]+)"')
+
+
+@dataclass
+class ClientReport:
+    """What one client process saw."""
+
+    connected: int = 0
+    failed: int = 0  # connections refused, reset or closed by the server
+    events: int = 0
+    heartbeats: int = 0
+    bytes: int = 0
+    # change k -> when each subscriber first held it (monotonic seconds)
+    held: dict[int, list[float]] = field(default_factory=dict)
+    first_event: int = 0  # subscribers that received their first event
+
+
+class _Subscriber(asyncio.Protocol):
+    def __init__(self, fleet: _ClientFleet) -> None:
+        self.fleet = fleet
+        self.transport: asyncio.Transport | None = None
+        self.tail = b""
+        self.holds = -1  # the highest change held; -1 before the first event
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        transport.write(self.fleet.request)  # type: ignore[attr-defined]
+
+    def data_received(self, data: bytes) -> None:
+        now = time.monotonic()
+        report = self.fleet.report
+        report.bytes += len(data)
+        report.events += data.count(b"event: rates")
+        report.heartbeats += data.count(b"\n:")
+        chunk = self.tail + data
+        self.tail = chunk[-TAIL_BYTES:]
+        best = self.holds
+        for match in self.fleet.pattern.finditer(chunk):
+            best = max(best, int(match.group(1)) - self.fleet.marker.base, 0)
+        if best > self.holds:
+            if self.holds < 0:
+                report.first_event += 1
+            for k in range(max(self.holds + 1, 1), best + 1):
+                report.held.setdefault(k, []).append(now)
+            self.holds = best
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.fleet.stopping:
+            self.fleet.report.failed += 1
+
+
+class _ClientFleet:
+    def __init__(self, host: str, port: int, path: str, marker: Marker) -> None:
+        self.host, self.port, self.marker = host, port, marker
+        self.pattern = marker.pattern()
+        self.request = (
+            f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nAccept: text/event-stream\r\n"
+            "Cache-Control: no-cache\r\n\r\n"
+        ).encode()
+        self.report = ClientReport()
+        self.stopping = False
+        self.transports: list[asyncio.BaseTransport] = []
+
+    async def connect(self, count: int) -> None:
+        """Open `count` connections, CONNECT_BATCH at a time."""
+        loop = asyncio.get_running_loop()
+        for start in range(0, count, CONNECT_BATCH):
+            batch = [
+                loop.create_connection(lambda: _Subscriber(self), self.host, self.port)
+                for _ in range(min(CONNECT_BATCH, count - start))
+            ]
+            for result in await asyncio.gather(*batch, return_exceptions=True):
+                if isinstance(result, BaseException):
+                    self.report.failed += 1
+                else:
+                    self.transports.append(result[0])
+                    self.report.connected += 1
+
+    def close(self) -> None:
+        """Close every connection (no longer counted as failures)."""
+        self.stopping = True
+        for transport in self.transports:
+            transport.close()
+
+
+def _client_main(
+    pipe: Connection, host: str, port: int, path: str, count: int, marker: Marker
+) -> None:
+    """One client process: connect, report, wait for "stop", send the report, exit."""
+    _raise_nofile()
+    try:
+        import uvloop  # pylint: disable=import-outside-toplevel
+
+        uvloop.install()
+    except ImportError:
+        pass
+
+    async def run() -> None:
+        fleet = _ClientFleet(host, port, path, marker)
+        await fleet.connect(count)
+        pipe.send(("connected", fleet.report.connected, fleet.report.failed))
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        loop.add_reader(pipe.fileno(), stop.set)
+        while True:
+            await stop.wait()
+            stop.clear()
+            command = pipe.recv()
+            if command == "report":
+                pipe.send(("report", fleet.report))
+            elif command == "stop":
+                loop.remove_reader(pipe.fileno())
+                fleet.close()
+                pipe.send(("report", fleet.report))
+                return
+
+    asyncio.run(run())
+
+
+def _raise_nofile() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+class Fleet:
+    """`subscribers` SSE connections to http://host:port/path over `processes` client processes."""
+
+    def __init__(
+        self, host: str, port: int, path: str, subscribers: int, marker: Marker, processes: int = 2
+    ) -> None:
+        self.args = (host, port, path)
+        self.marker = marker
+        shares = [
+            subscribers // processes + (i < subscribers % processes) for i in range(processes)
+        ]
+        self.shares = [s for s in shares if s]
+        self.pipes: list[Connection] = []
+        self.procs: list[multiprocessing.Process] = []
+
+    def start(self, timeout_s: float = 300.0) -> tuple[int, int]:
+        """Open every connection; returns (connected, failed) once all processes are done."""
+        context = multiprocessing.get_context("spawn")
+        for share in self.shares:
+            parent, child = context.Pipe()
+            proc = context.Process(
+                target=_client_main, args=(child, *self.args, share, self.marker), daemon=True
+            )
+            proc.start()
+            self.pipes.append(parent)
+            self.procs.append(proc)
+        connected = failed = 0
+        for pipe in self.pipes:
+            if not pipe.poll(timeout_s):
+                raise TimeoutError("a client process did not finish connecting")
+            _, ok, bad = pipe.recv()
+            connected, failed = connected + ok, failed + bad
+        return connected, failed
+
+    def _collect(self, command: str, timeout_s: float) -> list[ClientReport]:
+        reports = []
+        for pipe in self.pipes:
+            pipe.send(command)
+        for pipe in self.pipes:
+            if not pipe.poll(timeout_s):
+                raise TimeoutError("a client process did not report")
+            reports.append(pipe.recv()[1])
+        return reports
+
+    def report(self, timeout_s: float = 60.0) -> ClientReport:
+        """The processes' reports merged, the connections kept open."""
+        return merge(self._collect("report", timeout_s))
+
+    def stop(self, timeout_s: float = 60.0) -> ClientReport:
+        """Close every connection; the merged final report."""
+        try:
+            return merge(self._collect("stop", timeout_s))
+        finally:
+            for proc in self.procs:
+                proc.join(timeout=10)
+                if proc.is_alive():
+                    proc.kill()
+
+    def wait_until(self, check, timeout_s: float, every_s: float = 0.2) -> ClientReport:
+        """Poll the merged report until `check(report)` holds; the last report either way."""
+        deadline = time.monotonic() + timeout_s
+        report = self.report()
+        while not check(report) and time.monotonic() < deadline:
+            time.sleep(every_s)
+            report = self.report()
+        return report
+
+
+def merge(reports: list[ClientReport]) -> ClientReport:
+    """One report from many processes' reports."""
+    total = ClientReport()
+    for report in reports:
+        total.connected += report.connected
+        total.failed += report.failed
+        total.events += report.events
+        total.heartbeats += report.heartbeats
+        total.bytes += report.bytes
+        total.first_event += report.first_event
+        for k, times in report.held.items():
+            total.held.setdefault(k, []).extend(times)
+    return total
