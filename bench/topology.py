@@ -197,13 +197,17 @@ class Topology:
         for backend in backends:
             port = self.ports[backend]
             lb_port, stats_port = free_tcp_port("127.0.0.1"), free_tcp_port("127.0.0.1")
-            env = {k: v for k, v in os.environ.items() if not k.startswith("LB_")} | {
-                "LB_BIND": f"127.0.0.1:{lb_port}",
-                "LB_STATS_BIND": f"127.0.0.1:{stats_port}",
-                "LB_API_ADDR": f"api:{port}",
-                "LB_DNS": dns.address,
-                "LB_RATE_LIMIT": "0",  # one client IP sends everything here
-            } | (lb_env or {})
+            env = (
+                {k: v for k, v in os.environ.items() if not k.startswith("LB_")}
+                | {
+                    "LB_BIND": f"127.0.0.1:{lb_port}",
+                    "LB_STATS_BIND": f"127.0.0.1:{stats_port}",
+                    "LB_API_ADDR": f"api:{port}",
+                    "LB_DNS": dns.address,
+                    "LB_RATE_LIMIT": "0",  # one client IP sends everything here
+                }
+                | (lb_env or {})
+            )
             daemon = self.start(f"haproxy-{backend}", [haproxy, "-db", "-f", str(HAPROXY_CFG)], env)
             self.lb[backend], self.ports[f"lb-{backend}"] = daemon, lb_port
             stats = f"http://127.0.0.1:{stats_port}/metrics"
