@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 # Tests are named as sentences and use pytest fixtures: docstrings and fixture shadowing are noise.
 TEST_PYLINT_OFF := missing-function-docstring,missing-class-docstring,redefined-outer-name,protected-access
 
-.PHONY: install run run-sim test lint format sim up up-sim up-sentinel down deploy-check
+.PHONY: install run run-sim test lint format sim up up-sim up-sentinel down deploy-check status-screenshot
 
 $(BIN)/ratesvc: pyproject.toml
 	@$(PY) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { \
@@ -58,3 +58,8 @@ down:
 
 deploy-check: install
 	$(BIN)/python -m pytest tests/deploy -q
+
+# docs/status.png (README, "Status page"): the /status page of a fresh `ratesvc run --sim` in
+# headless Chromium (Debian's chromium package)
+status-screenshot: install
+	$(BIN)/python bench/status_screenshot.py

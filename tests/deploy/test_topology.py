@@ -122,6 +122,39 @@ def test_requests_through_haproxy_spread_over_every_worker(stack):
         assert count >= 200 / len(served) / 2, f"{address} got {count} of 200: not balanced"
 
 
+def test_the_status_page_and_its_feeds_are_served_through_haproxy(stack):
+    page = stack.lb.get("/status")
+    assert page.status_code == 200
+    assert page.headers["content-type"] == "text/html; charset=utf-8"
+    assert "connect-src 'self'" in page.headers["content-security-policy"]
+    assert 'data-direction="BTC-USD"' in page.text
+    revalidated = stack.lb.get("/status", headers={"If-None-Match": page.headers["ETag"]})
+    assert revalidated.status_code == 304
+    assert stack.lb.get("/v2/sources").status_code == 200
+
+
+def test_a_quiet_event_stream_lives_through_haproxy_until_its_heartbeat(stack):
+    # CoinGecko's stream has news only when its prices move (none here): after the first event
+    # it is quiet until the worker's heartbeat comment (STREAM_HEARTBEAT_S, 15 s), longer than
+    # HAProxy's `timeout server` for other answers. The /status page holds such a stream open.
+    seen: list[str] = []
+    deadline = time.monotonic() + 45
+    with stack.lb.stream(
+        "GET", "/v2/stream", params={"exchanger": "coingecko"}, timeout=httpx.Timeout(45)
+    ) as answer:
+        assert answer.status_code == 200
+        assert answer.headers["content-type"].startswith("text/event-stream")
+        try:
+            for line in answer.iter_lines():
+                seen.append(line)
+                if line.startswith(":") or time.monotonic() > deadline:
+                    break
+        except httpx.RemoteProtocolError as err:
+            seen.append(f"<cut: {err}>")
+    assert seen[0] == "event: rates", seen
+    assert seen[-1].startswith(":"), f"the stream ended before its heartbeat: {seen}"
+
+
 def test_prometheus_scrapes_every_target_and_evaluates_every_rule(stack):
     def targets_up() -> list[dict[str, Any]] | None:
         active = stack.prometheus.get("/api/v1/targets").json()["data"]["activeTargets"]

@@ -18,7 +18,17 @@ from prometheus_client import multiprocess
 from redis.asyncio import Redis
 from starlette_exporter import PrometheusMiddleware
 
-from ratesvc.api import courses, docs, health, problems, v1, v2, v2_sources, v2_stream
+from ratesvc.api import (
+    courses,
+    docs,
+    health,
+    problems,
+    status_page,
+    v1,
+    v2,
+    v2_sources,
+    v2_stream,
+)
 from ratesvc.api.access import RequestEdge
 from ratesvc.api.courses import CoursesEndpoint
 from ratesvc.api.fastpath import FastPath, RequestMetrics
@@ -48,6 +58,8 @@ DESCRIPTION = """Current exchange rates of eight directions from Binance and Coi
 * `/v2/sources`: each exchanger's state, transport, last data, and whether it serves.
 * Live push: `/v2/stream` (Server-Sent Events) and `/v2/ws` (WebSocket) send the `/v2/courses`
   body at once and on each change.
+* `/status`: a live page for people (rates of both exchangers, the serving one, staleness,
+  source health), fed by `/v2/stream`; it loads nothing from other origins.
 * Errors are `application/problem+json` (RFC 9457) naming the allowed values.
 """
 
@@ -154,6 +166,8 @@ def create_app(
     app.include_router(v2_sources.router(app.state.sources))
     app.include_router(v2_stream.router(app.state.stream))
     app.include_router(health.router)
+    page = status_page.build_page(settings.exchanger_preference)
+    app.include_router(status_page.router(status_page.StatusEndpoint(page)))
     docs.install(app)
     problems.install(app)
     # Outermost, so it also counts the 500s of CatchAllMiddleware. Paths are grouped by route
