@@ -32,6 +32,7 @@ import redis as redis_sync
 from websockets.asyncio.client import connect as ws_connect
 
 from ratesvc.api.etag import etag_for
+from testkit.net import lb_maxconn
 from testkit.sse import SseEvent, SseParser
 from tests.deploy.native import (
     HAPROXY_CFG,
@@ -391,6 +392,7 @@ def lone_haproxy(tmp_path: Path, what: str, **lb_env: str) -> Iterator[tuple[int
         "LB_BIND": f"127.0.0.1:{port}",
         "LB_STATS_BIND": f"127.0.0.1:{stats}",
         "LB_DNS": "127.0.0.1:9",  # resolves nothing: no replicas
+        "LB_MAXCONN": str(lb_maxconn()),  # within this machine's open-file limit
         **lb_env,
     }
     daemon = Daemon(
