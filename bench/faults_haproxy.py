@@ -17,6 +17,7 @@ import httpx
 from faults_common import ROOT, Ctx, Row
 from faults_stack import secs, until, wait_for
 
+from testkit.net import lb_maxconn
 from testkit.procs import Daemon
 
 HOSTS = ("127.0.0.2", "127.0.0.3")
@@ -79,6 +80,7 @@ class Balancer:
             "LB_API_ADDR": f"api:{self.port}",
             "LB_DNS": dns_address,
             "LB_RATE_LIMIT": "0",
+            "LB_MAXCONN": str(lb_maxconn()),  # within this machine's open-file limit
         }
         with (self.stack.workdir / "haproxy.log").open("ab") as log:
             self.lb = subprocess.Popen(  # pylint: disable=consider-using-with  # stop() ends it

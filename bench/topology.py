@@ -32,7 +32,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "src")]
 # pylint: disable=wrong-import-position
 from ratesvc.embedded import EmbeddedPostgres, EmbeddedRedis  # noqa: E402
 from testkit.market import PRICES  # noqa: E402
-from testkit.net import StaticDns, free_tcp_port, parse_metrics  # noqa: E402
+from testkit.net import StaticDns, free_tcp_port, lb_maxconn, parse_metrics  # noqa: E402
 from testkit.procs import Daemon  # noqa: E402
 
 HAPROXY_CFG = ROOT / "haproxy" / "haproxy.cfg"
@@ -205,6 +205,7 @@ class Topology:
                     "LB_API_ADDR": f"api:{port}",
                     "LB_DNS": dns.address,
                     "LB_RATE_LIMIT": "0",  # one client IP sends everything here
+                    "LB_MAXCONN": str(lb_maxconn()),
                 }
                 | (lb_env or {})
             )

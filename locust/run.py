@@ -1,7 +1,10 @@
 """Headless Locust run of locust/locustfile.py, reported under docs/loadtest/ (CSV, HTML, PNG).
 
 Usage: python locust/run.py [--host URL] [--users 2000] [--spawn-rate 200] [--run-time 90]
-                            [--processes 2] [--out docs/loadtest]
+                            [--processes 2] [--out docs/loadtest] [--classes NAME ...]
+
+--classes picks the locustfile's user classes (default: the v1 mix, RevalidatingPoller,
+FilteringClient and SloppyClient; add V2Poller and StreamSubscriber for API v2 and the push).
 
 Without --host it starts the native topology of bench/topology.py (embedded Redis and Postgres,
 `ratesvc sim`, collector, persister, two API workers behind haproxy/haproxy.cfg) and targets its
@@ -33,6 +36,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "src")]
 from bench.topology import CpuMeter, machine, running_topology  # noqa: E402
 
 LOCUSTFILE = Path(__file__).resolve().parent / "locustfile.py"
+V1_CLASSES = ("RevalidatingPoller", "FilteringClient", "SloppyClient")
 PREFIX = "ratesvc"  # CSV file prefix: ratesvc_stats.csv, ratesvc_failures.csv, ...
 LOOPBACK = ("127.", "localhost", "::1")
 TOPOLOGY = (
@@ -52,6 +56,12 @@ def parse_args() -> argparse.Namespace:
         "--processes", type=int, default=2, help="Locust worker processes (one per core here)"
     )
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "loadtest")
+    parser.add_argument(
+        "--classes",
+        nargs="+",
+        default=list(V1_CLASSES),
+        help="user classes of locust/locustfile.py (default: the v1 mix)",
+    )
     args = parser.parse_args()
     if args.host and not (urlsplit(args.host).hostname or "").startswith(LOOPBACK):
         parser.error("--host must be a loopback address")
@@ -67,6 +77,7 @@ def run_locust(host: str, args: argparse.Namespace) -> int:
         *(("--processes", str(args.processes)) if args.processes > 1 else ()),
         *("--csv", str(args.out / PREFIX), "--csv-full-history"),
         *("--html", str(args.out / "report.html"), "--loglevel", "WARNING"),
+        *args.classes,
     ]
     done = subprocess.run(command, cwd=ROOT, timeout=args.run_time + 120, check=False)
     return done.returncode
@@ -155,6 +166,7 @@ def write_readme(args: argparse.Namespace, target: str, image: str, code: int, c
         f"python locust/run.py --users {args.users} --spawn-rate {args.spawn_rate:g} "
         f"--run-time {args.run_time} --processes {args.processes}"
         + (f" --host {args.host}" if args.host else "")
+        + (f" --classes {' '.join(args.classes)}" if tuple(args.classes) != V1_CLASSES else "")
     )
     text = f"""# Load test (Locust)
 
@@ -164,7 +176,7 @@ Date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.
 Target: {target}. Locust, the balancer, the workers and the rest of the service share the same
 cores.
 
-Users (`locust/locustfile.py`, FastHttpUser): 8 in 12 are revalidating pollers (a watchlist
+Users (`locust/locustfile.py`, classes {', '.join(args.classes)}); the v1 mix: 8 in 12 are revalidating pollers (a watchlist
 every 0.5-1.5 s with If-None-Match: 200 or 304), 3 in 12 filtering clients (random `exchanger`
 and `direction` filters, repeated or comma-separated, any case; version by path or by
 `Accept-Version`), 1 in 12 sloppy clients (bad requests whose expected 4xx problem+json counts as

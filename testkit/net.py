@@ -8,6 +8,7 @@ Prometheus text format well enough for counters and gauges.
 from __future__ import annotations
 
 import re
+import resource
 import socket
 import struct
 import threading
@@ -118,3 +119,11 @@ def parse_metrics(text: str) -> dict[str, list[tuple[dict[str, str], float]]]:
         labels = dict(re.findall(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"', match[2] or ""))
         samples.setdefault(match[1], []).append((labels, float(match[3])))
     return samples
+
+
+def lb_maxconn() -> int:
+    """HAProxy's maxconn within this process's open-file limit (it needs two per connection and
+    cannot raise a hard limit below its need: LB_MAXCONN's default 20000 wants 40,034)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    limit = hard if hard != resource.RLIM_INFINITY else soft
+    return max(256, min(20_000, (limit - 100) // 2))

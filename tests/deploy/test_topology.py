@@ -11,6 +11,7 @@ HAProxy and in the API, which logs them), and X-Forwarded-For counts only from t
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -28,7 +29,11 @@ from typing import Any
 import httpx
 import pytest
 import redis as redis_sync
+from websockets.asyncio.client import connect as ws_connect
 
+from ratesvc.api.etag import etag_for
+from testkit.net import lb_maxconn
+from testkit.sse import SseEvent, SseParser
 from tests.deploy.native import (
     HAPROXY_CFG,
     Daemon,
@@ -298,6 +303,64 @@ def test_a_worker_believes_forwarded_for_only_from_the_balancer_address(stack):
     assert "client=203.0.113.9:0 " in stack.access_log_line("request_id=xff-trusted")
 
 
+async def first_and_moved(stack: Stack, price: str) -> tuple[list[SseEvent], list[str]]:
+    """Two SSE streams (leastconn: one per worker) and a WebSocket through HAProxy; once each has
+    its first event, Binance's BTCUSDT moves in the simulator; each reads until it carries it."""
+    host, port = stack.lb_address
+    query = "?exchanger=binance&direction=BTC-USD"
+    moved = f'"value":"{price}"'
+    opened = [asyncio.Event() for _ in range(3)]
+
+    async def sse_until_moved(client: httpx.AsyncClient, first: asyncio.Event) -> list[SseEvent]:
+        events: list[SseEvent] = []
+        parser = SseParser()
+        async with client.stream("GET", f"/v2/stream{query}") as response:
+            assert response.status_code == 200
+            assert response.headers["content-type"] == "text/event-stream"
+            async for line in response.aiter_lines():
+                item = parser.feed(line)
+                if isinstance(item, SseEvent):
+                    events.append(item)
+                    first.set()
+                    if moved in item.data:
+                        return events
+        raise AssertionError("the stream ended")
+
+    async def ws_until_moved(first: asyncio.Event) -> list[str]:
+        texts: list[str] = []
+        async with ws_connect(f"ws://{host}:{port}/v2/ws{query}") as ws:
+            async for text in ws:
+                assert isinstance(text, str)
+                texts.append(text)
+                first.set()
+                if moved in text:
+                    return texts
+        raise AssertionError("the websocket closed")
+
+    async with httpx.AsyncClient(base_url=f"http://{host}:{port}", timeout=30) as client:
+        async with asyncio.timeout(30):
+            tasks = [
+                asyncio.create_task(sse_until_moved(client, opened[0])),
+                asyncio.create_task(sse_until_moved(client, opened[1])),
+                asyncio.create_task(ws_until_moved(opened[2])),
+            ]
+            await asyncio.gather(*(event.wait() for event in opened))
+            stack.sim.post("/prices", {"binance": {"BTCUSDT": price}})
+            one, two, texts = await asyncio.gather(*tasks)
+    return [*one, *two], texts
+
+
+def test_sse_and_websocket_through_haproxy_get_the_first_event_and_a_pushed_change(stack):
+    events, texts = asyncio.run(first_and_moved(stack, "70123.5"))
+    for event in events:  # the id is the body's ETag, as /v2/courses computes it
+        assert event.event == "rates" and event.id == etag_for(event.data.encode())
+    assert json.loads(events[0].data)["exchanger"] == json.loads(texts[0])["exchanger"] == "binance"
+    assert json.loads(events[-1].data)["courses"][0]["value"] == "70123.5"
+    assert json.loads(texts[-1])["courses"][0]["value"] == "70123.5"
+    answer = stack.lb.get("/v2/courses?exchanger=binance&direction=BTC-USD")
+    assert answer.json()["courses"][0]["value"] == "70123.5"
+
+
 def test_killing_a_worker_loses_no_request(stack):
     outcomes: list[int | str] = []
     stop = threading.Event()
@@ -362,6 +425,7 @@ def lone_haproxy(tmp_path: Path, what: str, **lb_env: str) -> Iterator[tuple[int
         "LB_BIND": f"127.0.0.1:{port}",
         "LB_STATS_BIND": f"127.0.0.1:{stats}",
         "LB_DNS": "127.0.0.1:9",  # resolves nothing: no replicas
+        "LB_MAXCONN": str(lb_maxconn()),  # within this machine's open-file limit
         **lb_env,
     }
     daemon = Daemon(

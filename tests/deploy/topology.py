@@ -17,6 +17,7 @@ from typing import Any
 
 import httpx
 
+from testkit.net import lb_maxconn
 from tests.deploy.native import (
     ALERTS_YML,
     HAPROXY_CFG,
@@ -202,6 +203,7 @@ def start_haproxy(launcher: Launcher, stack: Stack, dns: StaticDns) -> int:
         "LB_DNS": dns.address,
         "LB_CHECK_INTER": "500ms",
         "LB_RATE_LIMIT": "0",
+        "LB_MAXCONN": str(lb_maxconn()),  # within this machine's open-file limit
     }
     daemon = launcher.start("haproxy", [haproxy, "-db", "-f", str(HAPROXY_CFG)], env)
     stack.lb = httpx.Client(base_url=f"http://127.0.0.1:{lb_port}", timeout=5)

@@ -51,3 +51,7 @@ def test_a_short_locust_run_has_every_kind_of_request_and_no_failure(
     assert {n for n in names if "(poll, If-None-Match)" in n}, names
     assert {n for n in names if "filters" in n}, names
     assert {n for n in names if n.startswith("bad: ")}, names
+    # API v2 and the push (the locustfile runs every class when none is named)
+    assert "/v2/courses (poll, If-None-Match)" in names, names
+    assert "/v2/stream (connect)" in names, names
+    assert int(rows["/v2/stream event (ms since newest leg)"]["Request Count"]) > 0, names

@@ -8,7 +8,9 @@ Slow clients: uvicorn's `send` waits while the connection's write buffer is abov
 mark (64 KiB). Before each SSE event an empty body chunk waits for that drain (it writes nothing),
 and only then is the topic's newest frame taken: a client that cannot keep up gets the newest
 state when it drains, never a backlog, and holds at most one frame beyond the mark. If a drain
-takes longer than STREAM_SLOW_CLOSE_S the connection is closed (counted).
+takes longer than STREAM_SLOW_CLOSE_S the connection is closed (counted). A WebSocket has no
+empty message to wait with: the frame a blocked send holds goes out when the client drains, and
+the newest follows at once (one older frame at most, never a backlog).
 
 Shutdown: the worker's HTTP protocol (onewrite.py) calls the stream's STREAM_STOP_KEY hook when
 uvicorn begins its graceful shutdown, so SSE responses end at once with their last chunk (the
