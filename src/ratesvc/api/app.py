@@ -18,17 +18,20 @@ from prometheus_client import multiprocess
 from redis.asyncio import Redis
 from starlette_exporter import PrometheusMiddleware
 
-from ratesvc.api import courses, docs, health, problems, v1, v2, v2_sources
+from ratesvc.api import courses, docs, health, history, problems, v1, v2, v2_sources
 from ratesvc.api.access import RequestEdge
 from ratesvc.api.courses import CoursesEndpoint
 from ratesvc.api.fastpath import FastPath, RequestMetrics
 from ratesvc.api.mirror import HistoryLoader, RateMirror
+from ratesvc.api.openapi_history import HISTORY_PARAMETERS, history_responses
+from ratesvc.api.pointintime import PointInTimeEndpoint
 from ratesvc.api.render import RenderCache
 from ratesvc.api.v2_sources import SourcesEndpoint
 from ratesvc.bus import RateBus
 from ratesvc.connections import redis_client
 from ratesvc.domain import RateTick, SourceStatus
 from ratesvc.settings import DEFAULT_ENV_FILE, Settings, load_settings, reveal
+from ratesvc.store.history import HistoryReader
 
 # Set by `ratesvc api --workers N` for the worker processes (see apiserver.py).
 ENV_FILE_VARIABLE = "RATESVC_ENV_FILE"
@@ -44,6 +47,8 @@ DESCRIPTION = """Current exchange rates of eight directions from Binance and Coi
 * Staleness in headers on both versions: `X-Rates-Stale`, `X-Rates-As-Of`, `X-Rates-Age`; v2
   also in the body (`stale`, `as_of`; never an age, so the ETag holds while nothing changes).
 * `/v2/sources`: each exchanger's state, transport, last data, and whether it serves.
+* History from Postgres: `/v2/history` (OHLC candles per 1m/5m/15m/1h/1d) and `at=` on
+  `/v2/courses` (the values as they were at an instant); 503 while Postgres cannot answer.
 * Errors are `application/problem+json` (RFC 9457) naming the allowed values.
 """
 
@@ -96,6 +101,7 @@ def create_app(
             )
         mirror = build_mirror(settings, redis)
     running = mirror
+    reader = HistoryReader(reveal(settings.database_url))
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -106,6 +112,7 @@ def create_app(
         finally:
             if owns_mirror:
                 await running.stop()
+            await reader.close()
             if owned_redis is not None:
                 await owned_redis.aclose()
             if MULTIPROC_VARIABLE in os.environ:
@@ -132,6 +139,21 @@ def create_app(
     app.include_router(v1.router(endpoint))
     app.include_router(v2.router(endpoint))
     app.include_router(v2_sources.router(app.state.sources))
+    # history and `at=` answers: from Postgres, on a pool opened by the first such request
+    app.state.point_in_time = PointInTimeEndpoint(
+        reader,
+        preference=settings.exchanger_preference,
+        retention_days=settings.retention_days,
+        clock=mirror.clock,
+    )
+    app.state.history = history.HistoryEndpoint(reader, clock=mirror.clock)
+    app.include_router(
+        history.router(
+            app.state.history,
+            parameters=HISTORY_PARAMETERS,
+            responses=history_responses(history.HistoryV2),
+        )
+    )
     app.include_router(health.router)
     docs.install(app)
     problems.install(app)
