@@ -12,6 +12,7 @@ from prometheus_client import REGISTRY
 
 from ratesvc.api.app import create_app, worker_app
 from ratesvc.api.choice import Decision
+from ratesvc.api.history import render_candles
 from ratesvc.api.mirror import RateMirror
 from ratesvc.api.v2 import render_v2
 from ratesvc.domain import DIRECTIONS, Leg, RateTick
@@ -448,3 +449,39 @@ async def test_at_rejects_what_it_cannot_answer(
         assert body["allowed"] == ["exchanger", "direction", "at"]
     if slug == "no-history":
         assert "BTC-USD" in body["missing"] and body["at"] == rfc(T0 - DAY)
+
+
+async def test_postgres_renders_the_body_byte_for_byte_as_the_python_reference(
+    client: httpx.AsyncClient, repo: RateRepository
+) -> None:
+    """The SQL rendering of candles equals render_candles of the stored rows: trailing zeros,
+    tiny and huge values, many places, every interval."""
+    values = [
+        "65000.10000000",
+        "0.00000001",
+        "123456789012345678.5",
+        "1.0",
+        "100",
+        "7.123456789012345678901",
+    ]
+    await store(
+        repo, *(tick("coingecko", "ETH-RUB", v, T0 + i * 17 * MIN) for i, v in enumerate(values))
+    )
+    for interval, width in (("1m", 60), ("5m", 300), ("15m", 900), ("1h", 3_600), ("1d", 86_400)):
+        response = await client.get(
+            "/v2/history",
+            params={
+                "direction": "ETH-RUB",
+                "exchanger": "coingecko",
+                "interval": interval,
+                "from": instant(T0),
+                "to": instant(T0 + DAY),
+            },
+        )
+        expected = render_candles(
+            "coingecko", "ETH-RUB", interval, await repo.candles("coingecko", "ETH-RUB", width)
+        )
+        assert response.content == expected
+    assert (
+        '"low":"0.00000001"' in response.text and '"high":"123456789012345678.5"' in response.text
+    )

@@ -59,14 +59,15 @@ SELECT * FROM unnest($1::text[], $2::text[], $3::int[], $4::bigint[], $5::numeri
 {_CANDLE_MERGE}
 """
 
-# The bulk equivalent of fold + upsert for ticks already stored (backfill, benchmarks): one
-# interval over a ts_ms range, merged into whatever candles exist.
+# The bulk equivalent of fold + upsert for ticks already stored (backfill, benchmarks): one pair
+# and interval over a ts_ms range (an index range scan of rate_tick_pair_ts_idx), merged into
+# whatever candles exist.
 _BUILD_CANDLES = f"""
 INSERT INTO rate_candle AS c ({_CANDLE_COLUMNS})
 SELECT exchanger, direction, $1::int, ts_ms - ts_ms % ($1::bigint * 1000) AS bucket,
        (array_agg(value ORDER BY ts_ms, id))[1], max(value), min(value),
        (array_agg(value ORDER BY ts_ms DESC, id DESC))[1], count(*), min(ts_ms), max(ts_ms)
-FROM rate_tick WHERE ts_ms >= $2 AND ts_ms < $3
+FROM rate_tick WHERE exchanger = $4 AND direction = $5 AND ts_ms >= $2 AND ts_ms < $3
 GROUP BY exchanger, direction, bucket
 ORDER BY exchanger, direction, bucket
 {_CANDLE_MERGE}
@@ -210,8 +211,11 @@ class RateRepository:
         additive, so run it once per range, never over ticks the persister already counted.
         """
         async with self._connection() as conn, conn.transaction():
-            for interval_s in INTERVALS_S.values():
-                await conn.execute(_BUILD_CANDLES, interval_s, from_ms, to_ms)
+            for exchanger, direction in await conn.fetch(_PAIRS + "SELECT * FROM pairs"):
+                for interval_s in INTERVALS_S.values():
+                    await conn.execute(
+                        _BUILD_CANDLES, interval_s, from_ms, to_ms, exchanger, direction
+                    )
 
     async def save_events(self, items: Sequence[tuple[str, SourceStatus]]) -> int:
         """Insert (stream id, status) pairs in one statement; returns rows inserted (idempotent)."""
