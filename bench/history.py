@@ -171,6 +171,40 @@ async def fill(admin_url: str, days: int) -> tuple[int, int, int]:
     return found
 
 
+async def finish(url: str) -> tuple[int, int, int] | None:
+    """Complete a fill whose ticks are stored: candles for every whole day that has none yet
+    (one transaction per day, so an interrupted run resumes), then ANALYZE."""
+    conn = await asyncpg.connect(**connect_args(url))
+    try:
+        first, last = await conn.fetchrow(
+            "SELECT min(ts_ms), max(ts_ms) FROM rate_tick WHERE exchanger = 'binance'"
+            " AND direction = 'BTC-USD'"
+        )
+        if first is None:
+            return None
+        began = time.monotonic()
+        async with open_db(url) as db:
+            repo = RateRepository(db)
+            lo = first
+            while lo < last:
+                built = await conn.fetchval(
+                    "SELECT EXISTS(SELECT 1 FROM rate_candle WHERE exchanger = 'binance'"
+                    " AND direction = 'BTC-USD' AND interval_s = 60 AND bucket_ms > $1"
+                    " AND bucket_ms < $2)",
+                    lo + MIN_MS,
+                    lo + DAY_MS - 2 * MIN_MS,
+                )
+                if not built:
+                    await repo.build_candles(lo, lo + DAY_MS)
+                    elapsed = time.monotonic() - began
+                    print(f"  candles from {rfc3339(lo)} ({elapsed:.0f} s)", flush=True)
+                lo += DAY_MS
+        await conn.execute("ANALYZE rate_tick; ANALYZE rate_candle")
+    finally:
+        await conn.close()
+    return await filled_range(url)
+
+
 def percentiles(values: list[float]) -> dict[str, float]:
     """p50/p90/p99/max in milliseconds."""
     ordered = sorted(values)
@@ -326,6 +360,11 @@ def parse_args() -> argparse.Namespace:
         help="a Postgres server to create the scratch database on",
     )
     parser.add_argument("--reuse", action="store_true", help="keep a filled scratch database")
+    parser.add_argument(
+        "--finish",
+        action="store_true",
+        help="the ticks are stored (an interrupted fill): build the missing candles, measure",
+    )
     parser.add_argument("--out", type=Path, default=None, help="markdown file to update")
     return parser.parse_args()
 
@@ -334,7 +373,8 @@ def main() -> None:
     """Fill (unless reused), serve, measure, report."""
     args = parse_args()
     url = database_url(args.admin_url, args.days)
-    found = asyncio.run(filled_range(url)) if args.reuse else None
+    found = asyncio.run(finish(url)) if args.finish else None
+    found = asyncio.run(filled_range(url)) if args.reuse and found is None else found
     if found is None or round((found[1] - found[0]) / DAY_MS) != args.days:
         print(f"filling {args.days} days into {DATABASE.format(days=args.days)} ...", flush=True)
         found = asyncio.run(fill(args.admin_url, args.days))
