@@ -158,3 +158,16 @@ PUSH_SLOW_CLOSES = Counter(
     "Subscribers closed for taking no write for STREAM_SLOW_CLOSE_S",
     ["transport"],
 )
+# --- API history and point-in-time answers from Postgres (appended)
+API_HISTORY_UNAVAILABLE = Counter(
+    "ratesvc_api_history_unavailable_total",
+    "History (/v2/history) or point-in-time (at=) requests answered 503: Postgres unreachable, "
+    "failing or not configured",
+    ["route"],
+)
+API_HISTORY_QUERY_SECONDS = Histogram(
+    "ratesvc_api_history_query_seconds",
+    "Postgres time of a history or point-in-time answer",
+    ["route"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0),
+)

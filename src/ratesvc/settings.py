@@ -119,6 +119,8 @@ class Settings(BaseSettings):
     retention_days: float = Field(30.0, gt=0)
     retention_batch_rows: int = Field(5_000, ge=1)
     retention_interval_s: float = Field(3_600.0, gt=0)
+    # OHLC candles (rate_candle, /v2/history) outlive the raw ticks; pruned by the same loop
+    candle_retention_days: float = Field(400.0, gt=0)
 
     # --- api
     api_host: str = "127.0.0.1"

@@ -23,7 +23,9 @@ def migrated_url_fixture(database_url: str) -> str:
 async def db_fixture(migrated_url: str) -> AsyncIterator[BaseDBAsyncClient]:
     """The open, migrated database with rate_tick and source_event emptied."""
     async with open_db(migrated_url) as client:
-        await client.execute_script("TRUNCATE rate_tick, source_event RESTART IDENTITY")
+        await client.execute_script(
+            "TRUNCATE rate_tick, source_event, rate_candle RESTART IDENTITY"
+        )
         yield client
 
 

@@ -55,7 +55,7 @@ async def test_migrate_creates_the_database_and_tables_then_applies_nothing(empt
 
     assert await migrate(empty_url) == version_files()
 
-    assert {"rate_tick", "source_event", "aerich"} <= await table_names(empty_url)
+    assert {"rate_tick", "source_event", "rate_candle", "aerich"} <= await table_names(empty_url)
     assert not await migrate(empty_url)
 
 

@@ -22,6 +22,7 @@ from ratesvc.api import (
     courses,
     docs,
     health,
+    history,
     problems,
     status_page,
     v1,
@@ -34,6 +35,8 @@ from ratesvc.api.courses import CoursesEndpoint
 from ratesvc.api.fastpath import FastPath, RequestMetrics
 from ratesvc.api.mirror import HistoryLoader, RateMirror
 from ratesvc.api.push import Pacer, PushHub
+from ratesvc.api.openapi_history import HISTORY_PARAMETERS, history_responses
+from ratesvc.api.pointintime import PointInTimeEndpoint
 from ratesvc.api.render import RenderCache
 from ratesvc.api.stream import PushFront, StreamEndpoint
 from ratesvc.api.v2_sources import SourcesEndpoint
@@ -41,6 +44,7 @@ from ratesvc.bus import RateBus
 from ratesvc.connections import redis_client
 from ratesvc.domain import RateTick, SourceStatus
 from ratesvc.settings import DEFAULT_ENV_FILE, Settings, load_settings, reveal
+from ratesvc.store.history import HistoryReader
 
 # Set by `ratesvc api --workers N` for the worker processes (see apiserver.py).
 ENV_FILE_VARIABLE = "RATESVC_ENV_FILE"
@@ -60,6 +64,8 @@ DESCRIPTION = """Current exchange rates of eight directions from Binance and Coi
   body at once and on each change.
 * `/status`: a live page for people (rates of both exchangers, the serving one, staleness,
   source health), fed by `/v2/stream`; it loads nothing from other origins.
+* History from Postgres: `/v2/history` (OHLC candles per 1m/5m/15m/1h/1d) and `at=` on
+  `/v2/courses` (the values as they were at an instant); 503 while Postgres cannot answer.
 * Errors are `application/problem+json` (RFC 9457) naming the allowed values.
 """
 
@@ -117,6 +123,7 @@ def create_app(
             )
         mirror = build_mirror(settings, redis)
     running = mirror
+    reader = HistoryReader(reveal(settings.database_url))
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -129,6 +136,7 @@ def create_app(
             await hub.stop()
             if owns_mirror:
                 await running.stop()
+            await reader.close()
             if owned_redis is not None:
                 await owned_redis.aclose()
             if MULTIPROC_VARIABLE in os.environ:
@@ -165,6 +173,21 @@ def create_app(
     app.include_router(v2.router(endpoint))
     app.include_router(v2_sources.router(app.state.sources))
     app.include_router(v2_stream.router(app.state.stream))
+    # history and `at=` answers: from Postgres, on a pool opened by the first such request
+    app.state.point_in_time = PointInTimeEndpoint(
+        reader,
+        preference=settings.exchanger_preference,
+        retention_days=settings.retention_days,
+        clock=mirror.clock,
+    )
+    app.state.history = history.HistoryEndpoint(reader, clock=mirror.clock)
+    app.include_router(
+        history.router(
+            app.state.history,
+            parameters=HISTORY_PARAMETERS,
+            responses=history_responses(history.HistoryV2),
+        )
+    )
     app.include_router(health.router)
     page = status_page.build_page(settings.exchanger_preference)
     app.include_router(status_page.router(status_page.StatusEndpoint(page)))

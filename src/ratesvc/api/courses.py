@@ -16,6 +16,7 @@ from starlette.types import Scope
 
 from ratesvc.api import problems
 from ratesvc.api.etag import none_match
+from ratesvc.api.history_query import wants_at
 from ratesvc.api.openapi import courses_parameters, courses_responses
 from ratesvc.api.problems import Problem, problem_response
 from ratesvc.api.query import QueryParser, Selection, negotiate
@@ -91,6 +92,11 @@ class CoursesEndpoint:
         return problem_response(problem, instance=path, headers=headers)
 
 
+def accept_versions(scope: Scope) -> list[str]:
+    """The Accept-Version field values of a request."""
+    return [v.decode("latin-1") for k, v in scope["headers"] if k == b"accept-version"]
+
+
 def router(endpoint: CoursesEndpoint, *, default_model: Any) -> APIRouter:
     """The unversioned /courses route, bound to this app's endpoint."""
     api = APIRouter(tags=["courses"])
@@ -104,7 +110,11 @@ def router(endpoint: CoursesEndpoint, *, default_model: Any) -> APIRouter:
     )
     async def get_courses(request: Request) -> Response:
         """Current rates of the requested directions from one exchanger; Accept-Version selects
-        the shape (v1, or v2 with provenance)."""
-        return endpoint.serve(request.scope, None)
+        the shape (v1, or v2 with provenance). With `Accept-Version: 2` the query also takes
+        `at`, as /v2/courses documents it (v1 rejects it as an unknown parameter)."""
+        scope = request.scope
+        if wants_at(scope["query_string"]) and negotiate(accept_versions(scope)) == "2":
+            return await request.app.state.point_in_time.serve(scope, unversioned=True)
+        return endpoint.serve(scope, None)
 
     return api

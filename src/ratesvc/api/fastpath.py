@@ -24,6 +24,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette_exporter import PrometheusMiddleware
 
 from ratesvc.api.courses import CoursesEndpoint
+from ratesvc.api.history_query import wants_at
 from ratesvc.api.v2_sources import SourcesEndpoint
 
 # Fast-path /courses paths -> the version their route fixes (None: negotiated from Accept-Version).
@@ -90,6 +91,12 @@ class FastPath:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         handler = self.handlers.get(scope.get("path"))  # type: ignore[arg-type]
         if handler is None or scope["type"] != "http" or scope["method"] != "GET":
+            await self.app(scope, receive, send)
+            return
+        query = scope["query_string"]
+        # `at=` (also spelt %61t, a%74): a point-in-time answer from Postgres, by the app's routes
+        # (api/pointintime.py). Live queries (directions, exchangers) never hold these bytes.
+        if (b"at" in query or b"%6" in query or b"%7" in query) and wants_at(query):
             await self.app(scope, receive, send)
             return
         path = scope["path"]

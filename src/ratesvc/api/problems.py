@@ -57,6 +57,26 @@ VALIDATION_ERROR = ProblemType("validation-error", "Invalid request", 422)
 NO_DATA = ProblemType("no-data", "No rates known yet", 503)
 INTERNAL_ERROR = ProblemType("internal-error", "Internal server error", 500)
 
+# History (/v2/history) and point-in-time (`at=`) answers, read from Postgres.
+MISSING_PARAMETER = ProblemType("missing-parameter", "Required query parameter missing", 400)
+INVALID_TIME = ProblemType("invalid-time", "Malformed instant", 400)
+UNKNOWN_INTERVAL = ProblemType("unknown-interval", "Unknown interval", 400)
+INVALID_RANGE = ProblemType("invalid-range", "Time range reversed", 400)
+TOO_MANY_CANDLES = ProblemType("too-many-candles", "Too many candles", 400)
+TIME_OUT_OF_RANGE = ProblemType("time-out-of-range", "Instant outside the stored history", 400)
+NO_HISTORY = ProblemType("no-history", "Nothing known at that instant", 404)
+HISTORY_UNAVAILABLE = ProblemType("history-unavailable", "History unavailable", 503)
+HISTORY_PROBLEM_TYPES: tuple[ProblemType, ...] = (
+    MISSING_PARAMETER,
+    INVALID_TIME,
+    UNKNOWN_INTERVAL,
+    INVALID_RANGE,
+    TOO_MANY_CANDLES,
+    TIME_OUT_OF_RANGE,
+    NO_HISTORY,
+    HISTORY_UNAVAILABLE,
+)
+
 PROBLEM_TYPES: tuple[ProblemType, ...] = (
     UNKNOWN_DIRECTION,
     UNKNOWN_EXCHANGER,
@@ -73,7 +93,9 @@ PROBLEM_TYPES: tuple[ProblemType, ...] = (
     VALIDATION_ERROR,
     NO_DATA,
     INTERNAL_ERROR,
+    *HISTORY_PROBLEM_TYPES,
 )
+
 _BY_STATUS = {p.status: p for p in (NOT_FOUND, METHOD_NOT_ALLOWED, VALIDATION_ERROR, NO_DATA)}
 
 

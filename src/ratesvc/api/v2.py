@@ -19,7 +19,9 @@ from starlette.responses import Response
 
 from ratesvc.api.choice import Decision
 from ratesvc.api.courses import CoursesEndpoint
+from ratesvc.api.history_query import wants_at
 from ratesvc.api.openapi import courses_parameters, courses_responses
+from ratesvc.api.openapi_history import AT_PARAMETER, with_at
 from ratesvc.api.render import rfc3339_ms
 from ratesvc.decimals import plain
 from ratesvc.domain import Leg, RateTick
@@ -152,12 +154,15 @@ def router(endpoint: CoursesEndpoint) -> APIRouter:
     @api.get(
         "/courses",
         response_class=Response,
-        responses=courses_responses(CoursesV2, versioned=True),
-        openapi_extra={"parameters": courses_parameters(versioned=True)},
+        responses=with_at(courses_responses(CoursesV2, versioned=True)),
+        openapi_extra={"parameters": [*courses_parameters(versioned=True), AT_PARAMETER]},
         summary="Current rates with their provenance (API v2)",
     )
     async def get_courses_v2(request: Request) -> Response:
-        """Current rates as exact decimals with bid/ask, legs, as_of and staleness (v2 shape)."""
+        """Current rates as exact decimals with bid/ask, legs, as_of and staleness (v2 shape);
+        with `at`, the values as they were then (from Postgres)."""
+        if wants_at(request.scope["query_string"]):
+            return await request.app.state.point_in_time.serve(request.scope, unversioned=False)
         return endpoint.serve(request.scope, VERSION)
 
     return api

@@ -93,3 +93,33 @@ class SourceEventRow(Model):
         table = "source_event"
         table_description = "Source health history: up/down/stale events (idempotent on event_id)"
         indexes = (Index(fields=("source", "ts_ms"), name="source_event_source_ts_idx"),)
+
+
+class CandleRow(Model):
+    """One OHLC candle of one (exchanger, direction) over one bucket (table ``rate_candle``).
+
+    Maintained by the persister in the transaction that inserts the ticks (store/candles.py), from
+    the ticks actually inserted, for every interval of store.candles.INTERVALS_S. `open_ms` and
+    `close_ms` are the times of the ticks behind `open` and `close`, so a late or out-of-order
+    batch merges correctly: an earlier tick replaces the open, a later one the close.
+    """
+
+    id = fields.BigIntField(primary_key=True)
+    exchanger = fields.CharField(max_length=32)
+    direction = fields.CharField(max_length=32)
+    interval_s = fields.IntField()  # 60, 300, 900, 3600 or 86400
+    bucket_ms = fields.BigIntField()  # start of the bucket, epoch ms, aligned to the interval (UTC)
+    open = ExactDecimalField()
+    high = ExactDecimalField()
+    low = ExactDecimalField()
+    close = ExactDecimalField()
+    ticks = fields.IntField()
+    open_ms = fields.BigIntField()
+    close_ms = fields.BigIntField()
+
+    class Meta:
+        """Table name; the unique key is also the index every history read walks."""
+
+        table = "rate_candle"
+        table_description = "OHLC rollups of rate_tick per interval, maintained by the persister"
+        unique_together = (("exchanger", "direction", "interval_s", "bucket_ms"),)

@@ -237,10 +237,15 @@ class Persister:
                 PERSISTER_ERRORS.inc()
 
     async def _prune_history(self) -> None:
-        """Delete history older than retention_days."""
-        cutoff_ms = now_ms() - int(self.options.retention_days * DAY_MS)
+        """Delete ticks older than retention_days, candles older than candle_retention_days."""
+        now = now_ms()
+        cutoff_ms = now - int(self.options.retention_days * DAY_MS)
         try:
-            removed = await self.repo.prune(cutoff_ms, batch_rows=self.options.retention_batch_rows)
+            removed = await self.repo.prune(
+                cutoff_ms,
+                batch_rows=self.options.retention_batch_rows,
+                candles_older_than_ms=now - int(self.options.candle_retention_days * DAY_MS),
+            )
         except DB_ERRORS as err:
             self.log.error(
                 "retention pruning failed: postgres unavailable ({err})", err=describe(err)

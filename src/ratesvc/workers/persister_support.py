@@ -33,6 +33,7 @@ class PersisterOptions:
     retention_days: float = 30.0
     retention_batch_rows: int = 5_000
     retention_interval_s: float = 3_600.0
+    candle_retention_days: float = 400.0
     stream_maxlen: int = 1_000_000
     stream_keep_s: float = 600.0
     trim_interval_s: float = 5.0
@@ -48,6 +49,7 @@ class PersisterOptions:
             retention_days=settings.retention_days,
             retention_batch_rows=settings.retention_batch_rows,
             retention_interval_s=settings.retention_interval_s,
+            candle_retention_days=settings.candle_retention_days,
             stream_maxlen=settings.stream_maxlen,
             stream_keep_s=settings.stream_keep_s,
             trim_interval_s=settings.stream_trim_interval_s,
