@@ -27,6 +27,7 @@ import shutil
 import subprocess
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -43,6 +44,15 @@ from testkit.sse_load import ClientReport, Fleet, Marker  # noqa: E402
 BEGIN, END = "<!-- push:begin -->", "<!-- push:end -->"
 TARGET_MS = 250.0
 MARKER = Marker("BTCUSDT", 80_000)
+
+
+@dataclass
+class Delays:
+    """The delays of one phase, ms."""
+
+    end_to_end: list[float] = field(default_factory=list)
+    fan_out: list[float] = field(default_factory=list)
+    missing: int = 0
 
 
 def parse_args() -> argparse.Namespace:
@@ -93,19 +103,24 @@ def changes(topo: Topology, first: int, count: int, spacing_s: float) -> dict[in
     return sent
 
 
-def delays(report: ClientReport, sent: dict[int, float], subscribers: int) -> tuple[list, int]:
-    """Per (change, subscriber): ms from the change to holding it; and how many never did."""
-    values, missing = [], 0
+def delays(report: ClientReport, sent: dict[int, float], subscribers: int) -> Delays:
+    """Per (change, subscriber), ms to holding the change: from the simulator call (end to end)
+    and from the first subscriber holding it (the fan-out: the change leaving the workers); and
+    how many (change, subscriber) pairs never held it."""
+    result = Delays()
     for k, at in sent.items():
         held = report.held.get(k, [])
-        values.extend((t - at) * 1000 for t in held)
-        missing += subscribers - len(held)
-    return values, missing
+        if held:
+            first = min(held)
+            result.end_to_end.extend((t - at) * 1000 for t in held)
+            result.fan_out.extend((t - first) * 1000 for t in held)
+        result.missing += subscribers - len(held)
+    return result
 
 
 def phase(
     topo: Topology, fleet: Fleet, connected: int, first: int, args: argparse.Namespace
-) -> tuple[list[float], int, dict[str, float]]:
+) -> tuple[Delays, dict[str, float]]:
     """One phase of changes; waits (bounded) until every subscriber holds the last one."""
     meter = CpuMeter(
         {"haproxy": [topo.lb["api"].proc.pid], "workers": [d.proc.pid for d in topo.api]}
@@ -114,18 +129,23 @@ def phase(
     last = first + args.changes - 1
     report = fleet.wait_until(lambda r: len(r.held.get(last, [])) >= connected, timeout_s=15)
     cpu = meter.stop()
-    values, missing = delays(report, sent, connected)
-    return values, missing, cpu
+    return delays(report, sent, connected), cpu
 
 
-def summarize(values: list[float], missing: int) -> str:
-    """p50 / p99 / max and the share within the target, as one table row's cells."""
+def quantiles(values: list[float]) -> str:
+    """p50 / p99 / max as table cells."""
     if not values:
-        return "no deliveries | | | |"
-    within = sum(v <= TARGET_MS for v in values) / (len(values) + missing)
+        return "none | | "
+    return f"{pct(values, 0.5):.0f} ms | {pct(values, 0.99):.0f} ms | {max(values):.0f} ms"
+
+
+def summarize(found: Delays) -> str:
+    """One table row's cells: end to end, fan-out, share of fan-outs within the target."""
+    total = len(found.fan_out) + found.missing
+    within = sum(v <= TARGET_MS for v in found.fan_out) / total if total else 0.0
     return (
-        f"{pct(values, 0.5):.0f} ms | {pct(values, 0.99):.0f} ms | {max(values):.0f} ms | "
-        f"{within:.2%} | {missing:,}"
+        f"{quantiles(found.end_to_end)} | {quantiles(found.fan_out)} | {within:.2%} | "
+        f"{found.missing:,}"
     )
 
 
@@ -150,13 +170,11 @@ def benchmark(topo: Topology, args: argparse.Namespace) -> str:  # pylint: disab
           f"event after {connect_s:.1f} s", flush=True)  # fmt: skip
     rss_after = {k: sum(rss_mib(p) for p in v) for k, v in pids.items()}
     alone = phase(topo, fleet, connected, 1, args)
-    print(f"fan-out alone: {summarize(alone[0], alone[1])}", flush=True)
+    print(f"fan-out alone: {summarize(alone[0])}", flush=True)
     load = wrk(topo, args, int(args.changes * args.spacing_s) + 3)
     loaded = phase(topo, fleet, connected, 1 + args.changes, args)
     during = v1_rps(load, args.changes * args.spacing_s + 90)
-    print(
-        f"fan-out + wrk: {summarize(loaded[0], loaded[1])}; v1 {during[0]:,.0f} req/s", flush=True
-    )
+    print(f"fan-out + wrk: {summarize(loaded[0])}; v1 {during[0]:,.0f} req/s", flush=True)
     final = fleet.stop()
     seconds = args.changes * args.spacing_s
     per_sub = {k: (rss_after[k] - rss_before[k]) * 1024 / max(connected, 1) for k in rss_before}
@@ -169,13 +187,20 @@ def benchmark(topo: Topology, args: argparse.Namespace) -> str:  # pylint: disab
             f"HAProxy (2 API workers), {args.processes} client processes on the same 2 cores; "
             f"all held their first event {connect_s:.1f} s after the first connect. Changes: "
             f"BTCUSDT moved in the simulator {args.changes} times per phase, {args.spacing_s} s "
-            "apart; a delay runs from the simulator call to the first event carrying that "
-            "change (or a later one), so it includes collector, Redis and the workers' mirror.",
+            "apart. A subscriber holds a change from the first event carrying it (or a later "
+            "one). *End to end* runs from the simulator call: it includes the collector, Redis, "
+            "the workers' mirror and the coalescing window (one event per subscriber per "
+            "STREAM_MIN_INTERVAL_MS, 250 ms: the v2 body changes with every leg refresh, so a "
+            "price change often waits for the window). *Fan-out* runs from the first of all "
+            "subscribers holding the change (the change leaving the workers) to each "
+            f"subscriber holding it; the target (every subscriber within {TARGET_MS:.0f} ms, "
+            "p99) is judged on it.",
             "",
-            f"| phase | p50 | p99 | max | within {TARGET_MS:.0f} ms | never held |",
-            "|---|---|---|---|---|---|",
-            f"| fan-out alone | {summarize(alone[0], alone[1])} |",
-            f"| fan-out + wrk on v1 `/courses` | {summarize(loaded[0], loaded[1])} |",
+            "| phase | end to end p50 | p99 | max | fan-out p50 | p99 | max "
+            f"| fan-outs within {TARGET_MS:.0f} ms | never held |",
+            "|---|---|---|---|---|---|---|---|---|",
+            f"| fan-out alone | {summarize(alone[0])} |",
+            f"| fan-out + wrk on v1 `/courses` | {summarize(loaded[0])} |",
             "",
             f"- v1 `/courses` through the same HAProxy, wrk -c{args.wrk_connections}: "
             f"{baseline[0]:,.0f} req/s without subscribers (p99 {baseline[1]:.1f} ms, "
@@ -185,8 +210,8 @@ def benchmark(topo: Topology, args: argparse.Namespace) -> str:  # pylint: disab
             f"(RSS {rss_before['workers']:.0f} -> {rss_after['workers']:.0f} MiB for both), "
             f"{per_sub['haproxy']:.1f} KiB in HAProxy "
             f"({rss_before['haproxy']:.0f} -> {rss_after['haproxy']:.0f} MiB).",
-            f"- CPU (cores busy) during the fan-out alone: {cpu_text(alone[2], seconds)}; "
-            f"with wrk: {cpu_text(loaded[2], seconds)}.",
+            f"- CPU (cores busy) during the fan-out alone: {cpu_text(alone[1], seconds)}; "
+            f"with wrk: {cpu_text(loaded[1], seconds)}.",
             f"- Events received {final.events:,} ({final.bytes / 2**20:,.0f} MiB), heartbeats "
             f"{final.heartbeats:,}, connections lost before the end {final.failed:,}.",
         ]

@@ -15,12 +15,17 @@ module is skipped ("NOT RUN") only where no engine runs and none can be started.
 
 from __future__ import annotations
 
+import json
 import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
+from websockets.sync.client import connect as ws_connect
 
 from testkit.poller import DIRECTIONS, summary
+from testkit.sse import SseEvent, SseParser
 from tests.compose.report import REPORT
 from tests.compose.rig import (
     HEAL_TIMEOUT_S,
@@ -87,6 +92,84 @@ def test_ticks_land_in_postgres_and_prometheus_scrapes_every_role(rig):
             timeout_s=SERVED_TIMEOUT_S,
             what=f"Prometheus scraping {want}",
         )
+
+
+BTC_BINANCE = {"exchanger": "binance", "direction": "BTC-USD"}
+
+
+def btc_value(body: str) -> str:
+    """Binance BTC-USD's value in a /v2/courses body (a decimal string)."""
+    return json.loads(body)["courses"][0]["value"]
+
+
+def sse_events(response: httpx.Response, deadline: float) -> Iterator[SseEvent]:
+    """The events of an open /v2/stream response until `deadline` (monotonic)."""
+    parser = SseParser()
+    for line in response.iter_lines():
+        if time.monotonic() > deadline:
+            raise AssertionError("no matching event before the deadline")
+        item = parser.feed(line)
+        if isinstance(item, SseEvent):
+            yield item
+
+
+def test_v2_stream_and_websocket_push_a_change_through_haproxy(rig):
+    rig.healthy()
+    price = str(int(rig.move_btc()))
+    rig.wait_served(float(price))
+    courses = rig.api.get("/v2/courses", params=BTC_BINANCE)
+    assert courses.status_code == 200 and courses.headers["api-version"] == "2", courses.text
+    assert btc_value(courses.text) == price
+    timeout = httpx.Timeout(5, read=40)  # heartbeats every 15 s keep a quiet stream readable
+    with httpx.Client(base_url=rig.api.base_url, timeout=timeout) as client:
+        with client.stream("GET", "/v2/stream", params=BTC_BINANCE) as stream:
+            assert stream.status_code == 200
+            assert stream.headers["content-type"].startswith("text/event-stream")
+            events = sse_events(stream, time.monotonic() + SERVED_TIMEOUT_S)
+            first = next(events)
+            assert first.event == "rates" and first.id and first.id.startswith('"')
+            assert btc_value(first.data) == price
+            moved = str(int(rig.move_btc()))
+            began = time.monotonic()
+            next(e for e in events if btc_value(e.data) == moved)
+            sse_s = time.monotonic() - began
+    ws_url = str(rig.api.base_url.copy_with(scheme="ws", path="/v2/ws", params=BTC_BINANCE))
+    with ws_connect(ws_url, open_timeout=10) as socket:
+        assert btc_value(socket.recv(timeout=10)) == moved
+        again = str(int(rig.move_btc()))
+        began = time.monotonic()
+        deadline = began + SERVED_TIMEOUT_S
+        while btc_value(socket.recv(timeout=max(0.1, deadline - time.monotonic()))) != again:
+            pass
+        ws_s = time.monotonic() - began
+    REPORT.figure(
+        "v2 push through HAProxy",
+        f"a price change arrived on /v2/stream after {seconds(sse_s)}, on /v2/ws after "
+        f"{seconds(ws_s)}",
+    )
+    status = rig.api.get("/status")
+    assert status.status_code == 200 and status.headers["content-type"].startswith("text/html")
+    assert "/v2/stream" in status.text
+
+
+def test_v2_history_and_point_in_time_read_postgres_through_haproxy(rig):
+    rig.healthy()
+    began = datetime.now(UTC)
+    price = str(int(rig.move_btc()))
+    rig.wait_stored(float(price))
+    window = {"from": (began - timedelta(minutes=5)).isoformat(timespec="milliseconds")}
+    history = rig.api.get("/v2/history", params={**BTC_BINANCE, "interval": "1m", **window})
+    assert history.status_code == 200, history.text
+    candles = history.json()["candles"]
+    assert candles and candles[-1]["close"] == price and candles[-1]["ticks"] >= 1
+    at = datetime.now(UTC).isoformat(timespec="milliseconds")
+    then = rig.api.get("/v2/courses", params={**BTC_BINANCE, "at": at})
+    assert then.status_code == 200, then.text
+    assert btc_value(then.text) == price
+    moved = str(int(rig.move_btc()))
+    rig.wait_stored(float(moved))
+    assert btc_value(rig.api.get("/v2/courses", params={**BTC_BINANCE, "at": at}).text) == price
+    assert btc_value(rig.api.get("/v2/courses", params=BTC_BINANCE).text) == moved
 
 
 def test_a_killed_api_replica_costs_no_request(rig):
