@@ -34,9 +34,9 @@ from ratesvc.api.access import RequestEdge
 from ratesvc.api.courses import CoursesEndpoint
 from ratesvc.api.fastpath import FastPath, RequestMetrics
 from ratesvc.api.mirror import HistoryLoader, RateMirror
-from ratesvc.api.push import Pacer, PushHub
 from ratesvc.api.openapi_history import HISTORY_PARAMETERS, history_responses
 from ratesvc.api.pointintime import PointInTimeEndpoint
+from ratesvc.api.push import Pacer, PushHub
 from ratesvc.api.render import RenderCache
 from ratesvc.api.stream import PushFront, StreamEndpoint
 from ratesvc.api.v2_sources import SourcesEndpoint
