@@ -5,16 +5,18 @@ Usage: python bench/push.py [--subscribers 10000] [--processes 2] [--changes 30]
                             [--wrk-connections 32] [--out docs/performance.md] [--no-write]
 
 Starts the native topology of bench/topology.py (embedded Redis and Postgres, `ratesvc sim`,
-collector, persister, two `ratesvc api` workers, the project's haproxy/haproxy.cfg with LB_MAXCONN
-raised for the subscribers). Then:
+collector, persister, two `ratesvc api` workers, the project's haproxy/haproxy.cfg; as many
+HAProxy processes as the open-file limit needs for the subscribers, each in front of both
+workers). Then:
 1. wrk loads v1 `/courses` through HAProxy for `--wrk-seconds`: v1's req/s without subscribers.
 2. `--subscribers` SSE connections through HAProxy (testkit.sse_load: `--processes` client
    processes on the same cores), each until it holds the first event; the workers' and
    HAProxy's RSS before and after give the memory per subscriber.
 3. Fan-out alone: the simulator moves BTCUSDT `--changes` times, `--spacing-s` apart; for every
-   change and every subscriber, the delay from the simulator call to the first event carrying
-   that change or a later one (what "holds the latest state" means: coalescing may skip states).
-   The chain measured is the whole one: simulator -> collector -> Redis -> API -> HAProxy -> client.
+   change and every subscriber, when it first held that change (an event carrying it or a later
+   one: coalescing may skip states). Two delays: end to end, from the simulator call (simulator
+   -> collector -> Redis -> API, the coalescing window -> HAProxy -> client), and the fan-out,
+   from the first subscriber holding the change to each one holding it.
 4. Fan-out under load: the same while wrk loads v1 `/courses`: v1's req/s during the fan-out.
 Prints the report and rewrites the push block of `--out`. Loopback only; every wait is bounded.
 """
@@ -22,6 +24,7 @@ Prints the report and rewrites the push block of `--out`. Loopback only; every w
 from __future__ import annotations
 
 import argparse
+import math
 import resource
 import shutil
 import subprocess
@@ -39,6 +42,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "src")]
 from bench.throughput import SCENARIOS, parse_wrk, pct, write_report  # noqa: E402
 from bench.topology import CpuMeter, Topology, machine, rss_mib, running_topology  # noqa: E402
 
+from testkit.net import lb_maxconn  # noqa: E402
 from testkit.sse_load import ClientReport, Fleet, Marker  # noqa: E402
 
 BEGIN, END = "<!-- push:begin -->", "<!-- push:end -->"
@@ -77,6 +81,11 @@ def command_line(args: argparse.Namespace) -> str:
         f"--changes {args.changes} --spacing-s {args.spacing_s} --path {args.path} "
         f"--wrk-seconds {args.wrk_seconds} --wrk-connections {args.wrk_connections}"
     )
+
+
+def haproxy_pids(topo: Topology) -> list[int]:
+    """Every balancer of the API workers (one per LB_MAXCONN's worth of subscribers)."""
+    return [d.proc.pid for k, d in topo.lb.items() if k.split("#")[0] == "api"]
 
 
 def wrk(topo: Topology, args: argparse.Namespace, seconds: int) -> subprocess.Popen:
@@ -122,9 +131,7 @@ def phase(
     topo: Topology, fleet: Fleet, connected: int, first: int, args: argparse.Namespace
 ) -> tuple[Delays, dict[str, float]]:
     """One phase of changes; waits (bounded) until every subscriber holds the last one."""
-    meter = CpuMeter(
-        {"haproxy": [topo.lb["api"].proc.pid], "workers": [d.proc.pid for d in topo.api]}
-    )
+    meter = CpuMeter({"haproxy": haproxy_pids(topo), "workers": [d.proc.pid for d in topo.api]})
     sent = changes(topo, first, args.changes, args.spacing_s)
     last = first + args.changes - 1
     report = fleet.wait_until(lambda r: len(r.held.get(last, [])) >= connected, timeout_s=15)
@@ -158,10 +165,13 @@ def benchmark(topo: Topology, args: argparse.Namespace) -> str:  # pylint: disab
     """Every measurement on a running topology; returns the markdown block."""
     baseline = v1_rps(wrk(topo, args, args.wrk_seconds), args.wrk_seconds + 60)
     print(f"v1 alone: {baseline[0]:,.0f} req/s", flush=True)
-    pids = {"workers": [d.proc.pid for d in topo.api], "haproxy": [topo.lb["api"].proc.pid]}
+    balancers = [k for k in topo.lb if k.split("#")[0] == "api"]
+    pids = {"workers": [d.proc.pid for d in topo.api], "haproxy": haproxy_pids(topo)}
     rss_before = {k: sum(rss_mib(p) for p in v) for k, v in pids.items()}
-    url = httpx.URL(topo.url("api", args.path))
-    fleet = Fleet(url.host, url.port, args.path, args.subscribers, MARKER, args.processes)
+    urls = [httpx.URL(topo.url(key, args.path)) for key in balancers]
+    fleet = Fleet(
+        [(u.host, u.port) for u in urls], args.path, args.subscribers, MARKER, args.processes
+    )
     started = time.monotonic()
     connected, failed = fleet.start()
     report = fleet.wait_until(lambda r: r.first_event >= connected, timeout_s=120)
@@ -184,7 +194,10 @@ def benchmark(topo: Topology, args: argparse.Namespace) -> str:  # pylint: disab
             f"Machine: {machine()}  ",
             f"Date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}. Subscribers: "
             f"{connected:,} connected ({failed} failed) to `{args.path}` through the project's "
-            f"HAProxy (2 API workers), {args.processes} client processes on the same 2 cores; "
+            f"HAProxy config ({len(balancers)} HAProxy process(es): this machine's hard "
+            f"open-file limit of {resource.getrlimit(resource.RLIMIT_NOFILE)[1]:,} holds "
+            f"{lb_maxconn():,} proxied connections per process) in front of 2 API workers, "
+            f"{len(fleet.shares)} client processes on the same 2 cores; "
             f"all held their first event {connect_s:.1f} s after the first connect. Changes: "
             f"BTCUSDT moved in the simulator {args.changes} times per phase, {args.spacing_s} s "
             "apart. A subscriber holds a change from the first event carrying it (or a later "
@@ -227,9 +240,13 @@ def main() -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < hard:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # the workers inherit it
-    maxconn = str(2 * args.subscribers + 1_000)
-    with running_topology("ratesvc-push-", backends=("api",), lb_env={"LB_MAXCONN": maxconn}) as t:
-        block = benchmark(t, args)
+    # One HAProxy holds two descriptors per subscriber: where the hard open-file limit cannot
+    # fit them all (here 20,000, not raisable without CAP_SYS_RESOURCE), the subscribers are
+    # spread over several balancers running the same haproxy.cfg in front of the same workers.
+    per_balancer = lb_maxconn() - 1_000  # room for wrk and the health checks
+    copies = max(1, math.ceil(args.subscribers / per_balancer))
+    with running_topology("ratesvc-push-", backends=("api",), lb_copies=copies) as topo:
+        block = benchmark(topo, args)
     print(block)
     if not args.no_write:
         write_report(args.out, block, BEGIN, END)

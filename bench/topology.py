@@ -188,13 +188,17 @@ class Topology:
         dns: StaticDns,
         backends: tuple[str, ...] = ("api", "bare"),
         lb_env: dict[str, str] | None = None,
+        copies: int = 1,
     ) -> None:
         """haproxy/haproxy.cfg once per backend: the API workers and/or the bare ones.
 
         `lb_env` overrides LB_* variables (e.g. LB_MAXCONN for many long-lived connections).
+        `copies` > 1 starts that many balancers per backend, keyed "<backend>", "<backend>#2", ...
+        (more connections than one process's open-file limit lets one HAProxy hold).
         """
         haproxy = shutil.which("haproxy") or "/usr/sbin/haproxy"
-        for backend in backends:
+        for backend, copy in ((b, c) for b in backends for c in range(copies)):
+            key = backend if copy == 0 else f"{backend}#{copy + 1}"
             port = self.ports[backend]
             lb_port, stats_port = free_tcp_port("127.0.0.1"), free_tcp_port("127.0.0.1")
             env = (
@@ -209,13 +213,13 @@ class Topology:
                 }
                 | (lb_env or {})
             )
-            daemon = self.start(f"haproxy-{backend}", [haproxy, "-db", "-f", str(HAPROXY_CFG)], env)
-            self.lb[backend], self.ports[f"lb-{backend}"] = daemon, lb_port
+            daemon = self.start(f"haproxy-{key}", [haproxy, "-db", "-f", str(HAPROXY_CFG)], env)
+            self.lb[key], self.ports[f"lb-{key}"] = daemon, lb_port
             stats = f"http://127.0.0.1:{stats_port}/metrics"
             wait_for(lambda s=stats: _active_servers(s) == len(WORKER_HOSTS), daemon.name, daemon)
 
     def url(self, backend: str, path: str) -> str:
-        """The URL of `path` through the balancer of `backend` ("api" or "bare")."""
+        """The URL of `path` through the balancer of `backend` ("api", "bare", "api#2", ...)."""
         return f"http://127.0.0.1:{self.ports['lb-' + backend]}{path}"
 
     def workers(self, backend: str) -> list[Daemon]:
@@ -244,7 +248,10 @@ class Topology:
 
 @contextmanager
 def running_topology(
-    prefix: str, backends: tuple[str, ...] = ("api", "bare"), lb_env: dict[str, str] | None = None
+    prefix: str,
+    backends: tuple[str, ...] = ("api", "bare"),
+    lb_env: dict[str, str] | None = None,
+    lb_copies: int = 1,
 ) -> Iterator[Topology]:
     """A started Topology (bare workers only for the "bare" backend), stopped and removed after.
 
@@ -258,7 +265,7 @@ def running_topology(
             topo.start_service()
             if "bare" in backends:
                 topo.start_bare()
-            topo.start_balancers(dns, backends, lb_env)
+            topo.start_balancers(dns, backends, lb_env, lb_copies)
             yield topo
     except BaseException:
         print(f"logs kept in {workdir}", file=sys.stderr)

@@ -168,12 +168,18 @@ def _raise_nofile() -> None:
 
 
 class Fleet:
-    """`subscribers` SSE connections to http://host:port/path over `processes` client processes."""
+    """`subscribers` SSE connections to `path` over `processes` client processes; process i
+    connects to `targets[i % len(targets)]` (host, port)."""
 
     def __init__(
-        self, host: str, port: int, path: str, subscribers: int, marker: Marker, processes: int = 2
+        self,
+        targets: list[tuple[str, int]],
+        path: str,
+        subscribers: int,
+        marker: Marker,
+        processes: int = 2,
     ) -> None:
-        self.args = (host, port, path)
+        self.targets, self.path = targets, path
         self.marker = marker
         shares = [
             subscribers // processes + (i < subscribers % processes) for i in range(processes)
@@ -185,11 +191,11 @@ class Fleet:
     def start(self, timeout_s: float = 300.0) -> tuple[int, int]:
         """Open every connection; returns (connected, failed) once all processes are done."""
         context = multiprocessing.get_context("spawn")
-        for share in self.shares:
+        for index, share in enumerate(self.shares):
             parent, child = context.Pipe()
-            proc = context.Process(
-                target=_client_main, args=(child, *self.args, share, self.marker), daemon=True
-            )
+            host, port = self.targets[index % len(self.targets)]
+            args = (child, host, port, self.path, share, self.marker)
+            proc = context.Process(target=_client_main, args=args, daemon=True)
             proc.start()
             self.pipes.append(parent)
             self.procs.append(proc)

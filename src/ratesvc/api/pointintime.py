@@ -1,7 +1,8 @@
 """`at=` on /v2/courses (and /courses with Accept-Version: 2): the values as they were then.
 
 Per requested direction, the last stored tick at or before `at` (one backward index probe per
-(exchanger, direction), store/history.py), rendered by the live renderer (v2.render_v2) from a
+(exchanger, direction), store/history.py; exchangers probed in preference order, stopping at the
+first one fresh at `at`), rendered by the live renderer (v2.render_v2) from a
 Decision judged at `at` (choice.Decision.judged_at), with the live path's headers, ETag and 304.
 
 Which exchanger, without `exchanger`: the first in EXCHANGER_PREFERENCE whose values for every
@@ -97,14 +98,21 @@ class PointInTimeEndpoint:
         if at_ms > now or at_ms < now - self.retention_ms:
             return self._problem(self._out_of_range(at_ms, now), path, unversioned)
         names = [selection.exchanger] if selection.exchanger else list(self.preference)
-        pairs = [(name, d) for name in names for d in selection.directions]
+        ticks: list[RateTick] = []
         began = time.perf_counter()
         try:
-            ticks = await self.reader.ticks_at(pairs, at_ms)
+            # One exchanger at a time, in preference order: the first whose values were all
+            # fresh at `at` wins whatever the others had, so the rest need no probe (the usual
+            # answer costs one probe per direction, not one per direction and exchanger).
+            for name in names:
+                pairs = [(name, d) for d in selection.directions]
+                ticks.extend(await self.reader.ticks_at(pairs, at_ms))
+                decision = choose_at(ticks, selection, self.preference, at_ms)
+                if isinstance(decision, Decision) and not decision.stale:
+                    break
         except HistoryUnavailable as err:
             return self._problem(unavailable(ROUTE, err), path, unversioned)
         API_HISTORY_QUERY_SECONDS.labels(ROUTE).observe(time.perf_counter() - began)
-        decision = choose_at(ticks, selection, self.preference, at_ms)
         if not isinstance(decision, Decision):
             missing = ", ".join(decision) or "the requested directions together"
             problem = Problem(
