@@ -33,6 +33,7 @@ from testkit.engine import (
     start_private_engine,
     stop_private_engine,
 )
+from testkit.net import lb_maxconn
 from testkit.standins import STANDINS, StandinBuilder, is_real, try_pull
 
 COMPOSE_FILES = ("docker-compose.yml", "docker-compose.sim.yml")
@@ -46,6 +47,7 @@ PORT_VARIABLES = (
     "SIM_PORT",
 )
 # What a developer's shell may set that the compose files read: never leaks into the test.
+LB_MAXCONN_DEFAULT = 20_000  # docker-compose.yml's default for HAProxy
 DEPLOY_PREFIXES = ("LB_", "COMPOSE_", "POSTGRES_", "GRAFANA_", "HAPROXY_", "PROMETHEUS_", "SIM_")
 NO_GRAFANA_REASON = (
     "no Grafana image is reachable here (no registry, and Grafana has no stand-in: it is "
@@ -136,7 +138,10 @@ class ComposeStack:
         """The environment of every compose call: this engine, these ports, nothing else leaked."""
         base = {k: v for k, v in os.environ.items() if not k.startswith(DEPLOY_PREFIXES)}
         base.pop("API_PUBLIC_PORT", None)
-        return self.engine.env(base) | {k: str(v) for k, v in self.ports.items()}
+        # HAProxy's LB_MAXCONN needs two descriptors per connection within the container's hard
+        # open-file limit, which the engine inherits from here (20,000 on some sandboxes).
+        limits = {"LB_MAXCONN": str(lb_maxconn())} if lb_maxconn() < LB_MAXCONN_DEFAULT else {}
+        return self.engine.env(base) | {k: str(v) for k, v in self.ports.items()} | limits
 
     def run(self, *args: str, timeout_s: float = 120.0, check: bool = True) -> str:
         """`compose -p NAME -f ... ARGS` in the project copy; its stdout (raises when it fails)."""

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+import resource
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import uvicorn
+from loguru import logger
 
 from ratesvc.api.onewrite import OneWriteHttpToolsProtocol
 from ratesvc.logs import uvicorn_log_config
@@ -56,6 +58,22 @@ def uvicorn_options(
     }
 
 
+def raise_open_file_limit() -> int:
+    """Raise the soft open-file limit to the hard one (the workers inherit it): every live
+    /v2/stream or /v2/ws subscriber holds a descriptor, and the usual soft default of 1,024
+    would refuse connections long before the hard limit does. Returns the limit now in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard if hard != resource.RLIM_INFINITY else 1_048_576
+    if soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError) as err:
+            logger.warning("open-file limit stays at {soft}: {err}", soft=soft, err=err)
+    logger.info("open-file limit {soft} (one per live stream subscriber)", soft=soft)
+    return soft
+
+
 def serve_api(
     settings: Settings,
     *,
@@ -65,6 +83,7 @@ def serve_api(
     env_file: Path | None = None,
 ) -> None:
     """Block serving HTTP until SIGINT/SIGTERM (uvicorn handles the signals and drains)."""
+    raise_open_file_limit()
     workers = workers or settings.api_workers
     common = uvicorn_options(
         host or settings.api_host,

@@ -54,6 +54,12 @@ def report_start(stack: ComposeStack, cycle_s: float) -> None:
             + " (testkit/standins/README.md)"
         )
         REPORT.figure("stand-ins", f"built {built or 'none'}, the rest reused")
+    if "LB_MAXCONN" in stack.env():
+        REPORT.loud(
+            f"LB_MAXCONN lowered to {stack.env()['LB_MAXCONN']} (default 20000): this host's hard "
+            "open-file limit, which the engine's containers inherit, holds no more proxied "
+            "connections"
+        )
     for service, why in stack.not_started.items():
         REPORT.loud(f"NOT STARTED: {service}: {why}")
     REPORT.figure(

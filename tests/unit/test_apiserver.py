@@ -1,4 +1,5 @@
-"""Proxy headers: X-Forwarded-For/-Proto count only from FORWARDED_ALLOW_IPS peers.
+"""`ratesvc api`'s server set-up. Proxy headers: X-Forwarded-For/-Proto count only from
+FORWARDED_ALLOW_IPS peers; the open-file limit is raised for stream subscribers.
 
 The app below uvicorn's proxy-header handling is a probe recording the scope, built with the very
 options `ratesvc api` passes (apiserver.uvicorn_options); the topology test checks the same
@@ -7,12 +8,13 @@ through HAProxy and real workers.
 
 from __future__ import annotations
 
+import resource
 from typing import Any
 
 import pytest
 import uvicorn
 
-from ratesvc.apiserver import uvicorn_options
+from ratesvc.apiserver import raise_open_file_limit, uvicorn_options
 from ratesvc.settings import load_settings
 
 FORGED = "6.6.6.6"
@@ -70,3 +72,14 @@ async def test_a_trusted_balancer_sets_the_client_address_and_scheme(
     peer: str, trusted: str | None, monkeypatch
 ) -> None:
     assert await seen_by_app(peer, trusted, monkeypatch) == (FORGED, "https")
+
+
+def test_the_api_raises_its_open_file_limit_to_the_hard_one_for_stream_subscribers():
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))  # a low soft limit, as many hosts set
+    try:
+        now = raise_open_file_limit()
+        assert resource.getrlimit(resource.RLIMIT_NOFILE)[0] == now
+        assert now == (hard if hard != resource.RLIM_INFINITY else 1_048_576)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
