@@ -98,7 +98,11 @@ def wrk(topo: Topology, args: argparse.Namespace, seconds: int) -> subprocess.Po
 def v1_rps(proc: subprocess.Popen, bound_s: float) -> tuple[float, float, int]:
     """(req/s, p99 ms, errors) of a finished wrk run."""
     out, _ = proc.communicate(timeout=bound_s)
-    run = parse_wrk(out, SCENARIOS[1])
+    try:
+        run = parse_wrk(out, SCENARIOS[1])
+    except (KeyError, AttributeError, ValueError):
+        print(f"wrk gave no figures:\n{out}", flush=True)
+        return 0.0, float("nan"), -1
     return run.rps, run.p99_ms, run.errors
 
 

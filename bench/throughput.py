@@ -109,7 +109,7 @@ def _ms(value: str) -> float:
 
 def parse_wrk(text: str, scenario: Scenario, round_no: int = 0) -> Run:
     """wrk --latency output -> Run."""
-    percentiles = dict(re.findall(r"^\s+(\d+)%\s+([\d.]+\w+)$", text, re.M))
+    percentiles = dict(re.findall(r"^\s+(\d+)%\s+([\d.]+\w+)\s*$", text, re.M))
     socket = re.search(
         r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text
     )

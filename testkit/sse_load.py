@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
+import os
 import re
 import resource
 import time
@@ -151,12 +152,21 @@ def _client_main(
             stop.clear()
             command = pipe.recv()
             if command == "report":
-                pipe.send(("report", fleet.report))
+                send_blocking(("report", fleet.report))
             elif command == "stop":
                 loop.remove_reader(pipe.fileno())
                 fleet.close()
-                pipe.send(("report", fleet.report))
+                send_blocking(("report", fleet.report))
                 return
+
+    def send_blocking(message: object) -> None:
+        # The event loop made the pipe non-blocking (add_reader): a large report would fail
+        # with EAGAIN half-written. The parent reads it at once.
+        os.set_blocking(pipe.fileno(), True)
+        try:
+            pipe.send(message)
+        finally:
+            os.set_blocking(pipe.fileno(), False)
 
     asyncio.run(run())
 
