@@ -13,9 +13,9 @@ from urllib.parse import parse_qsl, urlencode
 
 from ratesvc.api import problems
 from ratesvc.api.problems import Problem, shorten
-from ratesvc.api.query import MAX_FIELDS, MAX_QUERY_BYTES, MAX_VALUE_CHARS
+from ratesvc.api.query import MAX_FIELDS, MAX_VALUE_CHARS
 from ratesvc.api.query import PARAMETERS as COURSES_PARAMETERS
-from ratesvc.api.query import Selection, parse_query
+from ratesvc.api.query import Selection, parse_query, query_pairs
 from ratesvc.domain import DIRECTIONS, EXCHANGERS
 from ratesvc.store.candles import INTERVALS_S
 
@@ -62,28 +62,6 @@ def parse_instant(name: str, value: str) -> int | Problem:
 
 
 _MS = datetime(1970, 1, 1, 0, 0, 0, 1000, tzinfo=UTC) - _EPOCH
-
-
-def _pairs(raw: bytes, allowed: tuple[str, ...]) -> list[tuple[str, str]] | Problem:
-    if len(raw) > MAX_QUERY_BYTES:
-        return Problem(
-            problems.QUERY_TOO_LONG,
-            f"the query string is {len(raw)} bytes; at most {MAX_QUERY_BYTES} are accepted",
-            {"max_bytes": MAX_QUERY_BYTES, "allowed": list(allowed)},
-        )
-    try:
-        return parse_qsl(
-            raw.decode("latin-1"),
-            keep_blank_values=True,
-            errors="strict",
-            max_num_fields=MAX_FIELDS,
-        )
-    except (UnicodeDecodeError, ValueError) as err:
-        return Problem(
-            problems.MALFORMED_QUERY,
-            f"the query string cannot be decoded: {err}",
-            {"max_fields": MAX_FIELDS, "allowed": list(allowed)},
-        )
 
 
 def _single_values(
@@ -143,7 +121,7 @@ def parse_history(raw: bytes) -> HistoryQuery | Problem:
 
 
 def _history_values(raw: bytes) -> dict[str, str] | Problem:
-    pairs = _pairs(raw, HISTORY_PARAMETERS)
+    pairs = query_pairs(raw, HISTORY_PARAMETERS)
     if isinstance(pairs, Problem):
         return pairs
     values = _single_values(pairs, HISTORY_PARAMETERS)
@@ -202,7 +180,7 @@ def wants_at(raw: bytes) -> bool:
 
 def parse_at_query(raw: bytes) -> tuple[Selection, int] | Problem:
     """A /v2/courses query with `at`: the Selection (same parser as without) and `at` in ms."""
-    pairs = _pairs(raw, AT_PARAMETERS)
+    pairs = query_pairs(raw, AT_PARAMETERS)
     if isinstance(pairs, Problem):
         return pairs
     at_ms = _at_value(pairs)

@@ -39,7 +39,7 @@ def parse_query(raw: bytes) -> Selection | Problem:
     """Validate a raw (percent-encoded) query string; names are exact, values case-insensitive."""
     if not raw:
         return ALL
-    pairs = _pairs(raw)
+    pairs = query_pairs(raw)
     if isinstance(pairs, Problem):
         return pairs
     query = _Query()
@@ -50,12 +50,16 @@ def parse_query(raw: bytes) -> Selection | Problem:
     return query.selection()
 
 
-def _pairs(raw: bytes) -> list[tuple[str, str]] | Problem:
+def query_pairs(
+    raw: bytes, allowed: tuple[str, ...] = PARAMETERS
+) -> list[tuple[str, str]] | Problem:
+    """The decoded (name, value) pairs of a query string, or the problem with it (too long,
+    undecodable, too many fields); `allowed` is the route's parameters the problem names."""
     if len(raw) > MAX_QUERY_BYTES:
         return Problem(
             problems.QUERY_TOO_LONG,
             f"the query string is {len(raw)} bytes; at most {MAX_QUERY_BYTES} are accepted",
-            {"max_bytes": MAX_QUERY_BYTES, "allowed": list(PARAMETERS)},
+            {"max_bytes": MAX_QUERY_BYTES, "allowed": list(allowed)},
         )
     try:
         return parse_qsl(
@@ -68,7 +72,7 @@ def _pairs(raw: bytes) -> list[tuple[str, str]] | Problem:
         return Problem(
             problems.MALFORMED_QUERY,
             f"the query string cannot be decoded: {err}",
-            {"max_fields": MAX_FIELDS, "allowed": list(PARAMETERS)},
+            {"max_fields": MAX_FIELDS, "allowed": list(allowed)},
         )
 
 
@@ -168,7 +172,7 @@ def reject_query(raw: bytes) -> Problem | None:
     """For routes that take no query parameter (/v2/sources): None when `raw` is empty."""
     if not raw:
         return None
-    pairs = _pairs(raw)
+    pairs = query_pairs(raw)
     if isinstance(pairs, Problem):
         return pairs
     if not pairs:

@@ -18,7 +18,6 @@ import asyncpg
 
 from ratesvc.domain import RateTick
 from ratesvc.errors import describe
-from ratesvc.store.candles import Candle
 from ratesvc.store.db import DB_ERRORS, connect_args
 from ratesvc.store.repository import tick_from_row
 
@@ -76,22 +75,6 @@ class HistoryReader:
         self._lock: asyncio.Lock | None = None
         self._failed_at = -RETRY_CONNECT_AFTER_S
 
-    async def candles(
-        self,
-        exchanger: str,
-        direction: str,
-        interval_s: int,
-        first_bucket_ms: int,
-        to_ms: int,
-        *,
-        limit: int,
-    ) -> list[Candle]:
-        """Stored candles with first_bucket_ms <= start < to_ms, oldest first, at most `limit`."""
-        rows = await self._fetch(
-            _CANDLES, exchanger, direction, interval_s, first_bucket_ms, to_ms, limit
-        )
-        return [Candle(*row) for row in rows]
-
     async def candles_json(
         self,
         exchanger: str,
@@ -102,7 +85,8 @@ class HistoryReader:
         *,
         limit: int,
     ) -> bytes:
-        """The candles of `candles()` as the JSON array elements of /v2/history (no brackets)."""
+        """Stored candles with first_bucket_ms <= start < to_ms, oldest first, at most `limit`,
+        as the JSON array elements of /v2/history (no brackets), rendered by Postgres."""
         rows = await self._fetch(
             _CANDLES_JSON, exchanger, direction, interval_s, first_bucket_ms, to_ms, limit
         )
