@@ -138,7 +138,7 @@ def phase(
     meter = CpuMeter({"haproxy": haproxy_pids(topo), "workers": [d.proc.pid for d in topo.api]})
     sent = changes(topo, first, args.changes, args.spacing_s)
     last = first + args.changes - 1
-    report = fleet.wait_until(lambda r: len(r.held.get(last, [])) >= connected, timeout_s=15)
+    report = fleet.wait_until(lambda p: p.held.get(last, 0) >= connected, timeout_s=15)
     cpu = meter.stop()
     return delays(report, sent, connected), cpu
 
@@ -178,7 +178,7 @@ def benchmark(topo: Topology, args: argparse.Namespace) -> str:  # pylint: disab
     )
     started = time.monotonic()
     connected, failed = fleet.start()
-    report = fleet.wait_until(lambda r: r.first_event >= connected, timeout_s=120)
+    report = fleet.wait_until(lambda p: p.first_event >= connected, timeout_s=120)
     connect_s = time.monotonic() - started
     print(f"{connected:,} connected ({failed} failed), {report.first_event:,} hold the first "
           f"event after {connect_s:.1f} s", flush=True)  # fmt: skip

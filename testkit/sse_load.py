@@ -20,8 +20,10 @@ import os
 import re
 import resource
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
+from typing import Any
 
 CONNECT_BATCH = 250
 TAIL_BYTES = 256  # a marker split across two reads is found in the joined tail
@@ -59,6 +61,18 @@ class ClientReport:
     held: dict[int, list[float]] = field(default_factory=dict)
     first_event: int = 0  # subscribers that received their first event
 
+    def progress(self) -> Progress:
+        """The counts of this report."""
+        return Progress(self.first_event, {k: len(v) for k, v in self.held.items()})
+
+
+@dataclass
+class Progress:
+    """How far the subscribers are: cheap to send while they receive (no times)."""
+
+    first_event: int = 0
+    held: dict[int, int] = field(default_factory=dict)  # change k -> subscribers holding it
+
 
 class _Subscriber(asyncio.Protocol):
     def __init__(self, fleet: _ClientFleet) -> None:
@@ -72,16 +86,28 @@ class _Subscriber(asyncio.Protocol):
         transport.write(self.fleet.request)  # type: ignore[attr-defined]
 
     def data_received(self, data: bytes) -> None:
+        # Kept cheap: it runs once per event per subscriber, on the cores the service uses.
         now = time.monotonic()
         report = self.fleet.report
         report.bytes += len(data)
-        report.events += data.count(b"event: rates")
-        report.heartbeats += data.count(b"\n:")
-        chunk = self.tail + data
-        self.tail = chunk[-TAIL_BYTES:]
-        best = self.holds
-        for match in self.fleet.pattern.finditer(chunk):
-            best = max(best, int(match.group(1)) - self.fleet.marker.base, 0)
+        events = data.count(b"event: rates")
+        report.events += events
+        if not events:  # a heartbeat comes alone: its own chunk, `3\r\n:\n\n\r\n`
+            report.heartbeats += data.count(b"\r\n:\n\n")
+        pattern = self.fleet.pattern
+        whole = data.endswith(b"\n\n\r\n")  # the read ends an event and its HTTP chunk
+        if events == 1 and whole and not self.tail:
+            # The usual read: one whole event, whose legs of the marker's market all carry the
+            # same price: the first match is enough.
+            match = pattern.search(data)
+            prices = [match.group(1)] if match else []
+        else:  # several events, or one split across reads: the highest price of them all
+            chunk = self.tail + data
+            prices = [m.group(1) for m in pattern.finditer(chunk)]
+        self.tail = b"" if whole else (self.tail + data)[-TAIL_BYTES:]
+        if not prices:
+            return
+        best = max(max(int(p) for p in prices) - self.fleet.marker.base, 0)
         if best > self.holds:
             if self.holds < 0:
                 report.first_event += 1
@@ -153,6 +179,8 @@ def _client_main(
             command = pipe.recv()
             if command == "report":
                 send_blocking(("report", fleet.report))
+            elif command == "progress":  # small: polled while the streams run
+                send_blocking(("progress", fleet.report.progress()))
             elif command == "stop":
                 loop.remove_reader(pipe.fileno())
                 fleet.close()
@@ -217,7 +245,7 @@ class Fleet:
             connected, failed = connected + ok, failed + bad
         return connected, failed
 
-    def _collect(self, command: str, timeout_s: float) -> list[ClientReport]:
+    def _collect(self, command: str, timeout_s: float) -> list[Any]:
         reports = []
         for pipe in self.pipes:
             pipe.send(command)
@@ -241,14 +269,24 @@ class Fleet:
                 if proc.is_alive():
                     proc.kill()
 
-    def wait_until(self, check, timeout_s: float, every_s: float = 0.2) -> ClientReport:
-        """Poll the merged report until `check(report)` holds; the last report either way."""
+    def progress(self, timeout_s: float = 60.0) -> Progress:
+        """The processes' counts merged (small: no arrival times)."""
+        total = Progress()
+        for part in self._collect("progress", timeout_s):
+            total.first_event += part.first_event
+            for k, count in part.held.items():
+                total.held[k] = total.held.get(k, 0) + count
+        return total
+
+    def wait_until(
+        self, check: Callable[[Progress], bool], timeout_s: float, every_s: float = 0.2
+    ) -> ClientReport:
+        """Poll the merged progress until `check(progress)` holds (bounded); then the full
+        report, either way."""
         deadline = time.monotonic() + timeout_s
-        report = self.report()
-        while not check(report) and time.monotonic() < deadline:
+        while not check(self.progress()) and time.monotonic() < deadline:
             time.sleep(every_s)
-            report = self.report()
-        return report
+        return self.report()
 
 
 def merge(reports: list[ClientReport]) -> ClientReport:

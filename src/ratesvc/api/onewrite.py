@@ -10,22 +10,59 @@ so a small answer leaves the process in one write: all of it or nothing, which H
 Only `RequestResponseCycle.send` changes, and only which `transport.write` calls happen: every
 byte, header validation, Content-Length check and keep-alive decision stays uvicorn's own.
 
-Two hooks serve long-lived responses (the /v2/stream SSE handler, api/stream.py): a handler that
+Three hooks serve long-lived responses (the /v2/stream SSE handler, api/stream.py): a handler that
 puts a callable under STREAM_STOP_KEY in its scope is called when uvicorn begins its graceful
-shutdown (stock uvicorn only waits for such a response, up to its timeout), and the message
+shutdown (stock uvicorn only waits for such a response, up to its timeout); the message
 ``{"type": ABORT_MESSAGE}`` closes the connection at once without an error log (a client that
-stopped reading).
+stopped reading); and the message ``{"type": DIRECT_MESSAGE}`` puts a DirectWriter under its
+"writer" key: the push hub's fan-out writes each event to the connection with it, one
+`transport.write` per event instead of an ASGI `send` (and a task switch) per subscriber.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
+from uvicorn.protocols.http.flow_control import FlowControl
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 STREAM_STOP_KEY = "ratesvc.stream_stop"
 ABORT_MESSAGE = "ratesvc.abort"
+DIRECT_MESSAGE = "ratesvc.direct"
+
+
+class DirectWriter:
+    """Writes body chunks of a started chunked response straight to its connection.
+
+    What it writes is framed by http_chunk, exactly as uvicorn frames a body message; the
+    response still ends through ASGI `send` (uvicorn writes the last chunk and decides on
+    keep-alive). `paused` is uvicorn's own flow control: true while the connection's write buffer
+    is above its high-water mark; `on_drain` (if set) is called when it falls below the low one.
+    """
+
+    __slots__ = ("_transport", "_flow", "on_drain")
+
+    def __init__(self, transport: asyncio.Transport, flow: FlowControl) -> None:
+        self._transport, self._flow = transport, flow
+        self.on_drain: Callable[[], None] | None = None
+
+    @property
+    def paused(self) -> bool:
+        """The write buffer is above its high-water mark (what is written now waits in it)."""
+        return self._flow.write_paused
+
+    def write(self, chunk: bytes) -> None:
+        """Send `chunk` (framed by http_chunk: framed once, written to many); nothing once the
+        connection is closing."""
+        if not self._transport.is_closing():
+            self._transport.write(chunk)
+
+
+def http_chunk(data: bytes) -> bytes:
+    """`data` (not empty) framed as one chunk of a chunked HTTP/1.1 body, as uvicorn frames it."""
+    return b"%x\r\n%b\r\n" % (len(data), data)
 
 
 class _Capture:
@@ -70,9 +107,17 @@ class OneWriteCycle(RequestResponseCycle):
     """A RequestResponseCycle whose head goes out with the first body write."""
 
     _head: bytes = b""
+    direct: DirectWriter | None = None
 
     async def send(self, message: Any) -> None:
         transport = self.transport
+        if message["type"] == DIRECT_MESSAGE:
+            # Only for a chunked response whose head is out, on an open connection.
+            if self.response_started and self.chunked_encoding and not self._head:
+                if not self.disconnected and self.direct is None:
+                    self.direct = DirectWriter(transport, self.flow)
+                message["writer"] = self.direct
+            return
         if message["type"] == ABORT_MESSAGE:
             # Marked disconnected first: uvicorn then neither writes nor logs the unfinished
             # response; the buffered bytes are dropped with the connection.
@@ -113,6 +158,12 @@ class OneWriteHttpToolsProtocol(HttpToolsProtocol):
             if stop is not None:
                 stop()  # the stream finishes its response; keep-alive off closes it then
         super().shutdown()
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        direct = getattr(self.cycle, "direct", None)
+        if direct is not None and direct.on_drain is not None:
+            direct.on_drain()
 
     def on_headers_complete(self) -> None:
         super().on_headers_complete()

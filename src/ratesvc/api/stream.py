@@ -4,6 +4,11 @@ Both take the query of /v2/courses (`exchanger`, `direction`; no `at`) and send 
 once, then on each change (push.PushHub: coalesced, latest state wins). Each connection is one
 ASGI task holding a push.Subscriber; the frames it writes are the hub's shared bytes.
 
+Under ratesvc's worker protocol (onewrite.py) an SSE handler, once its first event is out, asks
+for a DirectWriter and hands it to the hub: from then on the hub writes the events and heartbeats
+itself (push.py: one write per event, slow clients skipped until they drain) and the handler only
+waits for the end. Under another server, and for WebSockets, the handler writes each event:
+
 Slow clients: uvicorn's `send` waits while the connection's write buffer is above its high-water
 mark (64 KiB). Before each SSE event an empty body chunk waits for that drain (it writes nothing),
 and only then is the topic's newest frame taken: a client that cannot keep up gets the newest
@@ -29,9 +34,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ratesvc import metrics
 from ratesvc.api import problems
-from ratesvc.api.onewrite import ABORT_MESSAGE, STREAM_STOP_KEY
+from ratesvc.api.onewrite import ABORT_MESSAGE, DIRECT_MESSAGE, STREAM_STOP_KEY
 from ratesvc.api.problems import Problem, problem_body, problem_response
-from ratesvc.api.push import HEARTBEAT, PushHub, Subscriber
+from ratesvc.api.push import HEARTBEAT, PushHub, Subscriber, Writer
 from ratesvc.api.query import PARAMETERS, QueryParser, Selection
 from ratesvc.api.render import RETRY_AFTER_S
 
@@ -46,6 +51,7 @@ SSE_HEADERS = [
 ]
 WS_POLICY_VIOLATION = 1008  # a refused query where the server cannot answer the handshake in HTTP
 WS_GOING_AWAY = 1001
+ABORT_WAIT_S = 1.0
 _FLUSH: Message = {"type": "http.response.body", "body": b"", "more_body": True}
 
 
@@ -112,10 +118,25 @@ class StreamEndpoint:
             await send(_FLUSH if frame is None else _chunk(frame.sse))
             if frame is not None:
                 hub.mark_sent(subscriber, frame)
-            await self._sse_loop(subscriber, send)
+            writer = await _direct_writer(send)
+            if writer is None:
+                await self._sse_loop(subscriber, send)
+            else:
+                await self._sse_direct(subscriber, send, writer)
         finally:
             watcher.cancel()
             hub.unsubscribe(subscriber)
+
+    async def _sse_direct(self, subscriber: Subscriber, send: Send, writer: Writer) -> None:
+        """The hub writes this stream; here only its end: the last chunk, or an abort if slow."""
+        hub = self.hub
+        writer.on_drain = lambda: hub.drained(subscriber)  # type: ignore[attr-defined]
+        hub.attach(subscriber, writer)
+        await hub.until_stopped(subscriber)
+        if subscriber.slow:
+            await _abort(send, "sse")
+            return
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
 
     async def _sse_loop(self, subscriber: Subscriber, send: Send) -> None:
         hub = self.hub
@@ -173,6 +194,16 @@ class StreamEndpoint:
                 await send({"type": "websocket.close", "code": WS_GOING_AWAY})
 
 
+async def _direct_writer(send: Send) -> Writer | None:
+    """The connection's DirectWriter (onewrite.py), or None where the server has none."""
+    message: Message = {"type": DIRECT_MESSAGE}
+    try:
+        await send(message)
+    except RuntimeError:  # another server refuses an unknown message
+        return None
+    return message.get("writer")
+
+
 def _chunk(data: bytes) -> Message:
     return {"type": "http.response.body", "body": data, "more_body": True}
 
@@ -189,10 +220,12 @@ async def _drained(send: Send, limit_s: float, message: Message) -> bool:
 
 async def _abort(send: Send, transport: str) -> None:
     metrics.PUSH_SLOW_CLOSES.labels(transport).inc()
-    # Closes the connection now (onewrite.py); another server refuses the message, and the
-    # handler returning leaves it to close the incomplete response.
-    with suppress(RuntimeError):
-        await send({"type": ABORT_MESSAGE})
+    # Closes the connection now (onewrite.py, at once); another server refuses the message
+    # (stock uvicorn only after waiting for the drain that will not come: hence the bound), and
+    # the handler returning leaves it to close the incomplete response.
+    with suppress(RuntimeError, TimeoutError):
+        async with asyncio.timeout(ABORT_WAIT_S):
+            await send({"type": ABORT_MESSAGE})
 
 
 async def _watch_http(receive: Receive, subscriber: Subscriber) -> None:

@@ -59,6 +59,13 @@ def only_subscriber(hub: PushHub) -> Subscriber:
     return subscriber
 
 
+@pytest.fixture(params=["hub-writes", "asgi-send"])
+def http(request: pytest.FixtureRequest) -> dict[str, str]:
+    """The worker's HTTP protocol (the hub writes SSE events itself) or stock uvicorn's (each
+    stream's task writes its events through ASGI send): both must keep the contract."""
+    return {} if request.param == "hub-writes" else {"http": "httptools"}
+
+
 async def until(condition: Callable[[], bool]) -> None:
     """Wait (bounded) for a condition the server's tasks make true."""
     async with asyncio.timeout(WAIT_S):
@@ -82,9 +89,11 @@ async def test_the_first_event_comes_at_once_with_the_body_and_etag_of_v2_course
             assert "\n" not in answer.text
 
 
-async def test_a_change_sends_the_new_body_and_etag(settings: Settings, mirror: RateMirror) -> None:
+async def test_a_change_sends_the_new_body_and_etag(
+    settings: Settings, mirror: RateMirror, http: dict[str, str]
+) -> None:
     market = Market(mirror)
-    async with serve(create_app(settings, mirror=mirror)) as served:
+    async with serve(create_app(settings, mirror=mirror), **http) as served:
         async with sse(served.url, QUERY) as stream:
             first = await stream.event()
             value = market.move()
@@ -94,11 +103,29 @@ async def test_a_change_sends_the_new_body_and_etag(settings: Settings, mirror: 
             assert json.loads(event.data)["courses"][0]["value"] == value
 
 
-async def test_last_event_id_equal_to_the_current_etag_skips_the_first_event(
-    settings: Settings, mirror: RateMirror
+async def test_under_the_worker_protocol_the_hub_writes_the_events_itself(
+    settings: Settings, mirror: RateMirror, http: dict[str, str]
 ) -> None:
     market = Market(mirror)
-    async with serve(create_app(settings, mirror=mirror)) as served:
+    app = create_app(settings, mirror=mirror)
+    hub: PushHub = app.state.push
+    async with serve(app, **http) as served, sse(served.url, QUERY) as stream:
+        await stream.event()
+        await until(lambda: bool(hub.topics))
+        subscriber = only_subscriber(hub)
+        # the fan-out path (one transport write per event) only where the protocol offers it
+        await until(lambda: (subscriber.writer is not None) == (not http))
+        value = market.move()
+        event = await stream.event()
+        assert json.loads(event.data)["courses"][0]["value"] == value
+        assert subscriber.sent_seq == subscriber.topic.frame.seq  # type: ignore[union-attr]
+
+
+async def test_last_event_id_equal_to_the_current_etag_skips_the_first_event(
+    settings: Settings, mirror: RateMirror, http: dict[str, str]
+) -> None:
+    market = Market(mirror)
+    async with serve(create_app(settings, mirror=mirror), **http) as served:
         etag = (await courses(served.url)).headers["etag"]
         async with sse(served.url, QUERY, {"Last-Event-ID": etag}) as stream:
             assert stream.response.status_code == 200
@@ -109,14 +136,14 @@ async def test_last_event_id_equal_to_the_current_etag_skips_the_first_event(
 
 
 async def test_a_burst_of_changes_gives_one_event_per_interval_with_the_newest_state(
-    make_settings: Callable[..., Settings], mirror: RateMirror
+    make_settings: Callable[..., Settings], mirror: RateMirror, http: dict[str, str]
 ) -> None:
     settings = make_settings(stream_min_interval_ms=250)
     pacer = FakePacer()
     market = Market(mirror)
     app = create_app(settings, mirror=mirror, push_pacer=pacer)
     coalesced = metric("ratesvc_push_coalesced_total", "sse")
-    async with serve(app) as served, sse(served.url, QUERY) as stream:
+    async with serve(app, **http) as served, sse(served.url, QUERY) as stream:
         first = await stream.event()  # at t=0
         market.move()
         # the hub published it and holds its window; the subscriber holds it until t=0.25
@@ -138,11 +165,11 @@ async def test_a_burst_of_changes_gives_one_event_per_interval_with_the_newest_s
 
 
 async def test_an_idle_stream_gets_a_heartbeat_comment(
-    settings: Settings, mirror: RateMirror
+    settings: Settings, mirror: RateMirror, http: dict[str, str]
 ) -> None:
     pacer = FakePacer()
     app = create_app(settings, mirror=mirror, push_pacer=pacer)
-    async with serve(app) as served, sse(served.url, QUERY) as stream:
+    async with serve(app, **http) as served, sse(served.url, QUERY) as stream:
         await stream.event()
         await pacer.sleepers_until(settings.stream_heartbeat_s)
         pacer.advance(settings.stream_heartbeat_s)
@@ -173,13 +200,13 @@ async def stall(market: Market, hub: PushHub) -> Subscriber:
 
 
 async def test_a_client_that_does_not_read_costs_no_backlog_and_gets_the_newest_state(
-    make_settings: Callable[..., Settings], mirror: RateMirror
+    make_settings: Callable[..., Settings], mirror: RateMirror, http: dict[str, str]
 ) -> None:
     settings = make_settings(stream_min_interval_ms=0)
     market = Market(mirror)
     app = create_app(settings, mirror=mirror)
     hub: PushHub = app.state.push
-    async with serve(app) as served:
+    async with serve(app, **http) as served:
         sock = stalled_reader(served.port)
         try:
             subscriber = await stall(market, hub)
@@ -212,14 +239,14 @@ def read_events_until(sock: socket.socket, body: str) -> list[str]:
 
 
 async def test_a_client_that_stays_stalled_is_closed(
-    make_settings: Callable[..., Settings], mirror: RateMirror
+    make_settings: Callable[..., Settings], mirror: RateMirror, http: dict[str, str]
 ) -> None:
     settings = make_settings(stream_min_interval_ms=0, stream_slow_close_s=0.5)
     market = Market(mirror)
     app = create_app(settings, mirror=mirror)
     hub: PushHub = app.state.push
     closes = metric("ratesvc_push_slow_closes_total", "sse")
-    async with serve(app) as served:
+    async with serve(app, **http) as served:
         sock = stalled_reader(served.port)
         try:
             await stall(market, hub)
