@@ -1,9 +1,10 @@
 """Many Server-Sent Events subscribers from one machine: the load generator of bench/push.py.
 
 `Fleet` starts `processes` client processes; each opens its share of plain HTTP/1.1 connections
-to one URL (in batches, so the listen backlog never overflows) and reads the streams with a bare
-asyncio Protocol: no HTTP library, no JSON parsing, so that 10,000 subscribers cost the load
-generator as little CPU as possible on the machine it shares with the service.
+to one URL (one after the other, so the listen backlog never overflows) and reads the streams with
+select.epoll and recv_into: no event loop, no HTTP library, no JSON parsing, so that 10,000
+subscribers cost the load generator as little CPU as possible on the machine it shares with the
+service.
 
 What a subscriber holds is read from a marker in each event: the price of one market, which the
 benchmark moves to `base + k` for its k-th change (`Marker`). A subscriber holds change k from
@@ -14,18 +15,17 @@ the controller's change times and the clients' arrival times compare directly.
 
 from __future__ import annotations
 
-import asyncio
 import multiprocessing
-import os
 import re
 import resource
+import select
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any
 
-CONNECT_BATCH = 250
 TAIL_BYTES = 256  # a marker split across two reads is found in the joined tail
 
 
@@ -74,53 +74,12 @@ class Progress:
     held: dict[int, int] = field(default_factory=dict)  # change k -> subscribers holding it
 
 
-class _Subscriber(asyncio.Protocol):
-    def __init__(self, fleet: _ClientFleet) -> None:
-        self.fleet = fleet
-        self.transport: asyncio.Transport | None = None
-        self.tail = b""
-        self.holds = -1  # the highest change held; -1 before the first event
+class _Client:
+    """One client process's subscribers, read with select.epoll: per ready socket one recv_into
+    and a search for the marker (no event loop, no HTTP library, no JSON). The load generator
+    shares the cores with the service it measures, so every microsecond per event here is one
+    taken from the service."""
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-        transport.write(self.fleet.request)  # type: ignore[attr-defined]
-
-    def data_received(self, data: bytes) -> None:
-        # Kept cheap: it runs once per event per subscriber, on the cores the service uses.
-        now = time.monotonic()
-        report = self.fleet.report
-        report.bytes += len(data)
-        events = data.count(b"event: rates")
-        report.events += events
-        if not events:  # a heartbeat comes alone: its own chunk, `3\r\n:\n\n\r\n`
-            report.heartbeats += data.count(b"\r\n:\n\n")
-        pattern = self.fleet.pattern
-        whole = data.endswith(b"\n\n\r\n")  # the read ends an event and its HTTP chunk
-        if events == 1 and whole and not self.tail:
-            # The usual read: one whole event, whose legs of the marker's market all carry the
-            # same price: the first match is enough.
-            match = pattern.search(data)
-            prices = [match.group(1)] if match else []
-        else:  # several events, or one split across reads: the highest price of them all
-            chunk = self.tail + data
-            prices = [m.group(1) for m in pattern.finditer(chunk)]
-        self.tail = b"" if whole else (self.tail + data)[-TAIL_BYTES:]
-        if not prices:
-            return
-        best = max(max(int(p) for p in prices) - self.fleet.marker.base, 0)
-        if best > self.holds:
-            if self.holds < 0:
-                report.first_event += 1
-            for k in range(max(self.holds + 1, 1), best + 1):
-                report.held.setdefault(k, []).append(now)
-            self.holds = best
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if not self.fleet.stopping:
-            self.fleet.report.failed += 1
-
-
-class _ClientFleet:
     def __init__(self, host: str, port: int, path: str, marker: Marker) -> None:
         self.host, self.port, self.marker = host, port, marker
         self.pattern = marker.pattern()
@@ -129,74 +88,104 @@ class _ClientFleet:
             "Cache-Control: no-cache\r\n\r\n"
         ).encode()
         self.report = ClientReport()
-        self.stopping = False
-        self.transports: list[asyncio.BaseTransport] = []
+        self.epoll = select.epoll()
+        self.socks: dict[int, socket.socket] = {}
+        self.holds: dict[int, int] = {}  # fd -> the highest change held; -1 before any event
+        self.tails: dict[int, bytes] = {}  # fd -> the end of a read that ended mid-event
+        self.buffer = bytearray(1 << 16)
+        self.view = memoryview(self.buffer)
 
-    async def connect(self, count: int) -> None:
-        """Open `count` connections, CONNECT_BATCH at a time."""
-        loop = asyncio.get_running_loop()
-        for start in range(0, count, CONNECT_BATCH):
-            batch = [
-                loop.create_connection(lambda: _Subscriber(self), self.host, self.port)
-                for _ in range(min(CONNECT_BATCH, count - start))
-            ]
-            for result in await asyncio.gather(*batch, return_exceptions=True):
-                if isinstance(result, BaseException):
-                    self.report.failed += 1
-                else:
-                    self.transports.append(result[0])
-                    self.report.connected += 1
+    def connect(self, count: int) -> None:
+        """Open `count` connections one after the other (the listen backlog never overflows),
+        each sending its request at once."""
+        for _ in range(count):
+            try:
+                sock = socket.create_connection((self.host, self.port), timeout=10)
+                sock.sendall(self.request)
+                sock.setblocking(False)
+            except OSError:
+                self.report.failed += 1
+                continue
+            fd = sock.fileno()
+            self.socks[fd], self.holds[fd], self.tails[fd] = sock, -1, b""
+            self.epoll.register(fd, select.EPOLLIN)
+            self.report.connected += 1
 
-    def close(self) -> None:
-        """Close every connection (no longer counted as failures)."""
-        self.stopping = True
-        for transport in self.transports:
-            transport.close()
+    def read(self, fd: int) -> None:
+        """One read of subscriber `fd`."""
+        try:
+            size = self.socks[fd].recv_into(self.buffer)
+        except BlockingIOError:
+            return
+        except OSError:
+            size = 0
+        now = time.monotonic()
+        if not size:
+            self.report.failed += 1  # closed by the server (or reset)
+            self.epoll.unregister(fd)
+            self.socks.pop(fd).close()
+            return
+        self.take(fd, bytes(self.view[:size]), now)
+
+    def take(self, fd: int, data: bytes, now: float) -> None:
+        """What a read brought: counts, and the changes the subscriber now holds."""
+        report = self.report
+        report.bytes += len(data)
+        events = data.count(b"event: rates")
+        report.events += events
+        if not events:  # a heartbeat comes alone: its own chunk, `3\r\n:\n\n\r\n`
+            report.heartbeats += data.count(b"\r\n:\n\n")
+        tail = self.tails[fd]
+        whole = data.endswith(b"\n\n\r\n")  # the read ends an event and its HTTP chunk
+        if events == 1 and whole and not tail:
+            # The usual read: one whole event, whose legs of the marker's market all carry the
+            # same price: the first match is enough.
+            match = self.pattern.search(data)
+            prices = [match.group(1)] if match else []
+        else:  # several events, or one split across reads: the highest price of them all
+            prices = [m.group(1) for m in self.pattern.finditer(tail + data)]
+        self.tails[fd] = b"" if whole else (tail + data)[-TAIL_BYTES:]
+        if not prices:
+            return
+        best = max(max(int(p) for p in prices) - self.marker.base, 0)
+        holds = self.holds[fd]
+        if best > holds:
+            if holds < 0:
+                report.first_event += 1
+            for k in range(max(holds + 1, 1), best + 1):
+                report.held.setdefault(k, []).append(now)
+            self.holds[fd] = best
+
+    def serve(self, pipe: Connection) -> None:
+        """Read every stream and answer the controller's commands until "stop"."""
+        control = pipe.fileno()
+        self.epoll.register(control, select.EPOLLIN)
+        while True:
+            for fd, _ in self.epoll.poll():
+                if fd != control:
+                    self.read(fd)
+                    continue
+                command = pipe.recv()
+                if command == "progress":  # small: polled while the streams run
+                    pipe.send(("progress", self.report.progress()))
+                elif command == "report":
+                    pipe.send(("report", self.report))
+                elif command == "stop":
+                    for sock in self.socks.values():
+                        sock.close()  # no longer counted as failures
+                    pipe.send(("report", self.report))
+                    return
 
 
 def _client_main(
     pipe: Connection, host: str, port: int, path: str, count: int, marker: Marker
 ) -> None:
-    """One client process: connect, report, wait for "stop", send the report, exit."""
+    """One client process: connect, report, serve the controller until "stop", exit."""
     _raise_nofile()
-    try:
-        import uvloop  # pylint: disable=import-outside-toplevel
-
-        uvloop.install()
-    except ImportError:
-        pass
-
-    async def run() -> None:
-        fleet = _ClientFleet(host, port, path, marker)
-        await fleet.connect(count)
-        pipe.send(("connected", fleet.report.connected, fleet.report.failed))
-        loop = asyncio.get_running_loop()
-        stop = asyncio.Event()
-        loop.add_reader(pipe.fileno(), stop.set)
-        while True:
-            await stop.wait()
-            stop.clear()
-            command = pipe.recv()
-            if command == "report":
-                send_blocking(("report", fleet.report))
-            elif command == "progress":  # small: polled while the streams run
-                send_blocking(("progress", fleet.report.progress()))
-            elif command == "stop":
-                loop.remove_reader(pipe.fileno())
-                fleet.close()
-                send_blocking(("report", fleet.report))
-                return
-
-    def send_blocking(message: object) -> None:
-        # The event loop made the pipe non-blocking (add_reader): a large report would fail
-        # with EAGAIN half-written. The parent reads it at once.
-        os.set_blocking(pipe.fileno(), True)
-        try:
-            pipe.send(message)
-        finally:
-            os.set_blocking(pipe.fileno(), False)
-
-    asyncio.run(run())
+    client = _Client(host, port, path, marker)
+    client.connect(count)
+    pipe.send(("connected", client.report.connected, client.report.failed))
+    client.serve(pipe)
 
 
 def _raise_nofile() -> None:
