@@ -34,6 +34,13 @@ VERSION = "2"
 UNAVAILABLE_RETRY_AFTER_S = 5
 
 
+def declare_route_metrics(route: str) -> None:
+    """The route's series exist (at zero) from the start, not from its first answer: a
+    dashboard shows "none yet", and a rate over them starts at the first one."""
+    API_HISTORY_UNAVAILABLE.labels(route)
+    API_HISTORY_QUERY_SECONDS.labels(route)
+
+
 def unavailable(route: str, err: HistoryUnavailable) -> Problem:
     """The 503 problem of a history read that Postgres could not answer (counted and logged)."""
     API_HISTORY_UNAVAILABLE.labels(route).inc()
@@ -80,6 +87,7 @@ class HistoryEndpoint:
     def __init__(self, reader: HistoryReader, *, clock: Callable[[], int]) -> None:
         self.reader = reader
         self.clock = clock
+        declare_route_metrics(PATH)
 
     async def serve(self, scope: Scope) -> Response:
         """Answer one request from its ASGI scope."""

@@ -24,7 +24,7 @@ from starlette.types import Scope
 
 from ratesvc.api import problems
 from ratesvc.api.choice import Decision
-from ratesvc.api.history import VERSION, respond, unavailable
+from ratesvc.api.history import VERSION, declare_route_metrics, respond, unavailable
 from ratesvc.api.history_query import parse_at_query
 from ratesvc.api.problems import Problem, problem_response
 from ratesvc.api.query import Selection
@@ -86,6 +86,7 @@ class PointInTimeEndpoint:
         self.preference = tuple(preference)
         self.retention_ms = int(retention_days * DAY_MS)
         self.clock = clock
+        declare_route_metrics(ROUTE)
 
     async def serve(self, scope: Scope, *, unversioned: bool) -> Response:
         """Answer one v2 request whose query names `at`."""

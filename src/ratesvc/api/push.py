@@ -178,6 +178,14 @@ class PushHub:  # pylint: disable=too-many-instance-attributes  # settings, topi
         self._tasks: list[asyncio.Task[None]] = []
         self._seq = 0
         self.stopping = False  # set for good by close_all (worker shutdown)
+        for transport in TRANSPORTS:  # every series exists (at zero) before the first subscriber
+            for metric in (
+                metrics.PUSH_SUBSCRIBERS,
+                metrics.PUSH_EVENTS,
+                metrics.PUSH_COALESCED,
+                metrics.PUSH_SLOW_CLOSES,
+            ):
+                metric.labels(transport)
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
