@@ -116,6 +116,15 @@ class Subscriber:
         self.notify()
 
 
+async def _woken(subscriber: Subscriber) -> None:
+    """Until `subscriber.notify()` (or stop()) is called."""
+    subscriber.wake = asyncio.get_running_loop().create_future()
+    try:
+        await subscriber.wake
+    finally:
+        subscriber.wake = None
+
+
 @dataclass(eq=False, slots=True)
 class Topic:
     """Subscribers of one Selection and the newest frame of its answer."""
@@ -277,11 +286,7 @@ class PushHub:  # pylint: disable=too-many-instance-attributes  # settings, topi
     async def until_stopped(self, subscriber: Subscriber) -> None:
         """Until `subscriber` is stopped (client gone, worker stopping, or too slow)."""
         while not subscriber.stopped:
-            subscriber.wake = asyncio.get_running_loop().create_future()
-            try:
-                await subscriber.wake
-            finally:
-                subscriber.wake = None
+            await _woken(subscriber)
 
     def drained(self, subscriber: Subscriber) -> None:
         """`subscriber`'s write buffer fell below its low-water mark: the newest frame, if due."""
@@ -386,11 +391,7 @@ class PushHub:  # pylint: disable=too-many-instance-attributes  # settings, topi
                 continue
             if subscriber.beats != self.beats:
                 return
-            subscriber.wake = asyncio.get_running_loop().create_future()
-            try:
-                await subscriber.wake
-            finally:
-                subscriber.wake = None
+            await _woken(subscriber)
 
     # ------------------------------------------------------------------ the hub's loops
     def _refresh(self, topic: Topic) -> bool:
