@@ -21,6 +21,7 @@ writes through ASGI `send` (stream.py). The hub never awaits a client.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -67,6 +68,8 @@ HEARTBEAT_CHUNK = http_chunk(HEARTBEAT)
 
 class Writer(Protocol):
     """Writes a subscriber's SSE bytes straight to its connection (onewrite.DirectWriter)."""
+
+    on_drain: Callable[[], None] | None  # called when a full write buffer has drained
 
     @property
     def paused(self) -> bool:

@@ -130,7 +130,7 @@ class StreamEndpoint:
     async def _sse_direct(self, subscriber: Subscriber, send: Send, writer: Writer) -> None:
         """The hub writes this stream; here only its end: the last chunk, or an abort if slow."""
         hub = self.hub
-        writer.on_drain = lambda: hub.drained(subscriber)  # type: ignore[attr-defined]
+        writer.on_drain = lambda: hub.drained(subscriber)
         hub.attach(subscriber, writer)
         await hub.until_stopped(subscriber)
         if subscriber.slow:
