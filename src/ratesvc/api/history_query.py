@@ -13,9 +13,18 @@ from urllib.parse import parse_qsl, urlencode
 
 from ratesvc.api import problems
 from ratesvc.api.problems import Problem, shorten
-from ratesvc.api.query import MAX_FIELDS, MAX_VALUE_CHARS
+from ratesvc.api.query import (
+    MAX_FIELDS,
+)
 from ratesvc.api.query import PARAMETERS as COURSES_PARAMETERS
-from ratesvc.api.query import Selection, parse_query, query_pairs
+from ratesvc.api.query import (
+    Selection,
+    parse_query,
+    query_pairs,
+    repeated_parameter,
+    too_long,
+    unknown_parameter,
+)
 from ratesvc.domain import DIRECTIONS, EXCHANGERS
 from ratesvc.store.candles import INTERVALS_S
 
@@ -71,23 +80,11 @@ def _single_values(
     values: dict[str, str] = {}
     for name, value in pairs:
         if name not in allowed:
-            return Problem(
-                problems.UNKNOWN_PARAMETER,
-                f"unknown query parameter {shorten(name)!r}",
-                {"parameter": shorten(name), "allowed": list(allowed)},
-            )
+            return unknown_parameter(name, allowed)
         if name in values:
-            return Problem(
-                problems.REPEATED_PARAMETER,
-                f"`{name}` may be given once",
-                {"parameter": name, "allowed": list(allowed)},
-            )
-        if len(value) > MAX_VALUE_CHARS:
-            return Problem(
-                problems.VALUE_TOO_LONG,
-                f"`{name}` is {len(value)} characters; at most {MAX_VALUE_CHARS} are accepted",
-                {"parameter": name, "max_chars": MAX_VALUE_CHARS, "allowed": list(allowed)},
-            )
+            return repeated_parameter(name, allowed)
+        if problem := too_long(name, value, allowed):
+            return problem
         if not value.strip():
             return Problem(
                 problems.EMPTY_VALUE,
@@ -199,11 +196,7 @@ def parse_at_query(raw: bytes) -> tuple[Selection, int] | Problem:
 def _at_value(pairs: list[tuple[str, str]]) -> int | Problem:
     values = [value for name, value in pairs if name == AT_PARAMETER]
     if len(values) > 1:
-        return Problem(
-            problems.REPEATED_PARAMETER,
-            "`at` may be given once",
-            {"parameter": AT_PARAMETER, "allowed": list(AT_PARAMETERS)},
-        )
+        return repeated_parameter(AT_PARAMETER, AT_PARAMETERS)
     checked = _single_values([(AT_PARAMETER, values[0])], AT_PARAMETERS)
     if isinstance(checked, Problem):
         return checked

@@ -98,11 +98,7 @@ class _Query:
 
     def _add_exchanger(self, value: str) -> Problem | None:
         if self.exchanger is not None:
-            return Problem(
-                problems.REPEATED_PARAMETER,
-                "`exchanger` may be given once",
-                {"parameter": "exchanger", "allowed": list(EXCHANGERS)},
-            )
+            return repeated_parameter("exchanger", EXCHANGERS)
         self.exchanger = value.strip().lower()
         if self.exchanger not in EXCHANGERS:
             return _unknown(problems.UNKNOWN_EXCHANGER, "exchanger", [value], EXCHANGERS)
@@ -130,20 +126,41 @@ class _Query:
         return None
 
 
+def unknown_parameter(name: str, allowed: tuple[str, ...]) -> Problem:
+    """A query parameter the route does not take (400)."""
+    return Problem(
+        problems.UNKNOWN_PARAMETER,
+        f"unknown query parameter {shorten(name)!r}",
+        {"parameter": shorten(name), "allowed": list(allowed)},
+    )
+
+
+def repeated_parameter(name: str, allowed: tuple[str, ...]) -> Problem:
+    """A parameter given twice where it may be given once (400)."""
+    return Problem(
+        problems.REPEATED_PARAMETER,
+        f"`{name}` may be given once",
+        {"parameter": name, "allowed": list(allowed)},
+    )
+
+
+def too_long(name: str, value: str, allowed: tuple[str, ...]) -> Problem | None:
+    """The problem of a value longer than MAX_VALUE_CHARS (400), None if it is not."""
+    if len(value) <= MAX_VALUE_CHARS:
+        return None
+    return Problem(
+        problems.VALUE_TOO_LONG,
+        f"`{name}` is {len(value)} characters; at most {MAX_VALUE_CHARS} are accepted",
+        {"parameter": name, "max_chars": MAX_VALUE_CHARS, "allowed": list(allowed)},
+    )
+
+
 def _check_value(name: str, value: str) -> Problem | None:
     if name not in PARAMETERS:
-        return Problem(
-            problems.UNKNOWN_PARAMETER,
-            f"unknown query parameter {shorten(name)!r}",
-            {"parameter": shorten(name), "allowed": list(PARAMETERS)},
-        )
+        return unknown_parameter(name, PARAMETERS)
     allowed = EXCHANGERS if name == "exchanger" else DIRECTIONS
-    if len(value) > MAX_VALUE_CHARS:
-        return Problem(
-            problems.VALUE_TOO_LONG,
-            f"`{name}` is {len(value)} characters; at most {MAX_VALUE_CHARS} are accepted",
-            {"parameter": name, "max_chars": MAX_VALUE_CHARS, "allowed": list(allowed)},
-        )
+    if problem := too_long(name, value, allowed):
+        return problem
     if not value.strip():
         return _empty(name, allowed)
     return None
