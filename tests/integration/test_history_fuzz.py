@@ -1,6 +1,6 @@
-"""Schemathesis fuzzes /v2/history and `at=` on /v2/courses against /openapi.json, on a real
-Postgres holding a day of ticks and candles (tests/unit/api/test_schema_fuzz.py fuzzes every
-route without Postgres)."""
+"""Schemathesis fuzzes /v2/history and `at=` on /v2/courses and /courses (with `Accept-Version:
+2`) against /openapi.json, on a real Postgres holding a day of ticks and candles
+(tests/unit/api/test_schema_fuzz.py fuzzes every route without Postgres)."""
 
 # pylint: disable=missing-function-docstring
 
@@ -29,7 +29,8 @@ NOW = 1_796_144_400_000  # 2026-12-01T17:00:00Z, the schemas' example instant
 MIN = 60_000
 
 # Schema-valid input the schema cannot refuse: a range over 1,500 candles, `from` after `to`, a
-# future or too old `at` (400); nothing stored before `at` (404). Never a 5xx: Postgres is up.
+# future or too old `at` (400); nothing stored before `at` (404); on /courses, `at` under version 1
+# (400: v1 knows no `at`). Never a 5xx: Postgres is up.
 CONFIG = SchemathesisConfig.from_dict(
     {
         "checks": {
@@ -74,14 +75,14 @@ def history_app_fixture(make_settings: Callable[..., Settings], migrated_url: st
 
 
 def test_history_routes_answer_as_the_schema_says_on_real_postgres(history_app: object) -> None:
-    """Generated valid and invalid requests to /v2/history and /v2/courses (with `at`): no 5xx,
-    every answer as documented."""
+    """Generated valid and invalid requests to /v2/history, /v2/courses and /courses (with `at`):
+    no 5xx, every answer as documented."""
     schema = schemathesis.openapi.from_asgi("/openapi.json", history_app, config=CONFIG)
     operations = [
         result.ok()
-        for result in schema.include(path_regex="^/v2/(history|courses)$").get_all_operations()
+        for result in schema.include(path_regex="^(/v2)?/(history|courses)$").get_all_operations()
     ]
-    assert len(operations) == 2
+    assert len(operations) == 3
     for operation in operations:
 
         @given(case=operation.as_strategy())

@@ -18,6 +18,7 @@ from ratesvc.api import problems
 from ratesvc.api.etag import none_match
 from ratesvc.api.history_query import wants_at
 from ratesvc.api.openapi import courses_parameters, courses_responses
+from ratesvc.api.openapi_history import UNVERSIONED_AT_PARAMETER, with_at
 from ratesvc.api.problems import Problem, problem_response
 from ratesvc.api.query import QueryParser, Selection, negotiate
 from ratesvc.api.render import RETRY_AFTER_S, Prepared, PreparedResponse, RenderCache
@@ -104,8 +105,10 @@ def router(endpoint: CoursesEndpoint, *, default_model: Any) -> APIRouter:
     @api.get(
         "/courses",
         response_class=Response,
-        responses=courses_responses(default_model, versioned=False),
-        openapi_extra={"parameters": courses_parameters(versioned=False)},
+        responses=with_at(courses_responses(default_model, versioned=False)),
+        openapi_extra={
+            "parameters": [*courses_parameters(versioned=False), UNVERSIONED_AT_PARAMETER]
+        },
         summary="Current rates (version from Accept-Version: 1 or 2)",
     )
     async def get_courses(request: Request) -> Response:

@@ -87,13 +87,23 @@ HISTORY_PARAMETERS: list[dict[str, Any]] = [
     IF_NONE_MATCH_PARAMETER,
 ]
 
+_AT_MEANING = (
+    "the values as they were then, from Postgres: per direction the last value stored at or "
+    "before it, `stale` judged at it. Without `exchanger`, the first exchanger in the preference "
+    "order whose values were all fresh then (else the one with the newest oldest leg, marked "
+    "stale). Not in the future, not older than RETENTION_DAYS. At most once."
+)
 AT_PARAMETER: dict[str, Any] = _query(
     "at",
-    "RFC 3339 instant with an offset (v2 only): the values as they were then, from Postgres: per "
-    "direction the last value stored at or before it, `stale` judged at it. Without "
-    "`exchanger`, the first exchanger in the preference order whose values were all fresh then "
-    "(else the one with the newest oldest leg, marked stale). Not in the future, not older than "
-    "RETENTION_DAYS. At most once.",
+    f"RFC 3339 instant with an offset (v2 only): {_AT_MEANING}",
+    _INSTANT_SCHEMA,
+    required=False,
+)
+# /courses serves both versions: `at` exists only in the v2 shape.
+UNVERSIONED_AT_PARAMETER: dict[str, Any] = _query(
+    "at",
+    "RFC 3339 instant with an offset, only with `Accept-Version: 2` (version 1 knows no `at`: "
+    f"a 400 unknown-parameter problem): {_AT_MEANING}",
     _INSTANT_SCHEMA,
     required=False,
 )
@@ -145,7 +155,8 @@ def history_responses(model: Any) -> dict[int | str, Any]:
 
 
 def with_at(responses: dict[int | str, Any]) -> dict[int | str, Any]:
-    """The responses of a /courses route that also takes `at` (v2)."""
+    """The responses of a /courses route that also takes `at` (/v2/courses; /courses with
+    `Accept-Version: 2`)."""
     out = dict(responses)
     bad = out[400]
     kinds = [problems.INVALID_TIME, problems.TIME_OUT_OF_RANGE]

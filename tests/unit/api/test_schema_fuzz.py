@@ -42,10 +42,11 @@ def app() -> object:
 # 414: a query string over 1024 bytes is refused whatever its parameters (documented on every
 # route); JSON Schema can limit each value, not the whole query, so schema-valid values can add
 # up to a 414. Both directions of the check accept it as the documented answer.
-# The routes that read Postgres (/v2/history, /v2/courses with `at`) answer schema-valid input
-# with what the schema cannot express: 400 for a range of over 1,500 candles, a future or too old
-# `at`, or `from` after `to`; 404 when nothing was stored before `at`; 503 here, where no
-# DATABASE_URL is set (tests/integration/test_history_fuzz.py fuzzes them on a real Postgres).
+# The routes that read Postgres (/v2/history; /v2/courses and /courses with `at`) answer
+# schema-valid input with what the schema cannot express: 400 for a range of over 1,500 candles, a
+# future or too old `at`, `from` after `to`, or `at` on /courses under version 1; 404 when nothing
+# was stored before `at`; 503 here, where no DATABASE_URL is set
+# (tests/integration/test_history_fuzz.py fuzzes them on a real Postgres).
 HISTORY_ACCEPTS = ["2xx", "3xx", "400", "404", "414", "503"]
 CONFIG = SchemathesisConfig.from_dict(
     {
@@ -64,7 +65,7 @@ CONFIG = SchemathesisConfig.from_dict(
                     },
                 },
             }
-            for path in ("/v2/history", "/v2/courses")
+            for path in ("/v2/history", "/v2/courses", "/courses")
         ],
     }
 )
