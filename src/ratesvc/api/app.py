@@ -49,6 +49,8 @@ from ratesvc.store.history import HistoryReader
 # Set by `ratesvc api --workers N` for the worker processes (see apiserver.py).
 ENV_FILE_VARIABLE = "RATESVC_ENV_FILE"
 MULTIPROC_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
+# starlette-exporter's request metrics: ratesvc_http_requests_total{app_name="ratesvc", ...}
+METRICS_APP_NAME, METRICS_PREFIX = "ratesvc", "ratesvc_http"
 
 DESCRIPTION = """Current exchange rates of eight directions from Binance and CoinGecko.
 
@@ -197,8 +199,8 @@ def create_app(
     # template and unknown paths go to one "__unknown__" label: cardinality stays fixed.
     app.add_middleware(
         PrometheusMiddleware,
-        app_name="ratesvc",
-        prefix="ratesvc_http",
+        app_name=METRICS_APP_NAME,
+        prefix=METRICS_PREFIX,
         group_paths=True,
         filter_unhandled_paths=False,
         group_unhandled_paths=True,
@@ -210,16 +212,24 @@ def create_app(
 def with_fast_path(app: FastAPI) -> FastPath:
     """`app` behind the pure-ASGI fast path of GET /courses, /v1/courses, /v2/courses and
     /v2/sources."""
-    # The series of the PrometheusMiddleware in create_app (same app_name and prefix).
-    metrics = RequestMetrics(app_name="ratesvc", prefix="ratesvc_http")
-    return FastPath(app, endpoint=app.state.courses, metrics=metrics, sources=app.state.sources)
+    return FastPath(
+        app, endpoint=app.state.courses, metrics=request_metrics(), sources=app.state.sources
+    )
+
+
+def request_metrics() -> RequestMetrics:
+    """The series of the PrometheusMiddleware in create_app (same app_name and prefix), for the
+    routes answered in front of it (the fast path, the live push)."""
+    return RequestMetrics(app_name=METRICS_APP_NAME, prefix=METRICS_PREFIX)
 
 
 def worker_app(app: FastAPI) -> RequestEdge:
     """What an API worker serves: the request edge, the live push (/v2/stream, /v2/ws), the fast
     path, then `app`."""
     settings: Settings = app.state.settings
-    pushed = PushFront(with_fast_path(app), endpoint=app.state.stream)
+    pushed = PushFront(
+        with_fast_path(app), endpoint=app.state.stream, request_metrics=request_metrics()
+    )
     return RequestEdge(pushed, access_log=settings.api_access_log)
 
 

@@ -17,6 +17,12 @@ takes longer than STREAM_SLOW_CLOSE_S the connection is closed (counted). A WebS
 empty message to wait with: the frame a blocked send holds goes out when the client drains, and
 the newest follows at once (one older frame at most, never a backlog).
 
+Request metrics: PushFront counts each stream in starlette-exporter's series
+(fastpath.RequestMetrics) when its answer starts: 200 with its first event (SSE), 101 when
+accepted (WebSocket), or the problem's status. Its duration there is the time to that answer, not
+the stream's life (hours would drown every latency quantile of the route). Through the FastAPI
+route (no PushFront) the middleware counts it instead, when it ends.
+
 Shutdown: the worker's HTTP protocol (onewrite.py) calls the stream's STREAM_STOP_KEY hook when
 uvicorn begins its graceful shutdown, so SSE responses end at once with their last chunk (the
 client reconnects elsewhere, with Last-Event-ID); uvicorn itself closes WebSockets with 1012.
@@ -27,6 +33,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from contextlib import suppress
+from time import perf_counter
 from urllib.parse import parse_qsl
 
 from starlette.responses import Response
@@ -34,6 +41,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ratesvc import metrics
 from ratesvc.api import problems
+from ratesvc.api.fastpath import RequestMetrics
 from ratesvc.api.onewrite import ABORT_MESSAGE, DIRECT_MESSAGE, STREAM_STOP_KEY
 from ratesvc.api.problems import Problem, problem_body, problem_response
 from ratesvc.api.push import HEARTBEAT, PushHub, Subscriber, Writer
@@ -51,6 +59,7 @@ SSE_HEADERS = [
 ]
 WS_POLICY_VIOLATION = 1008  # a refused query where the server cannot answer the handshake in HTTP
 WS_GOING_AWAY = 1001
+WS_REFUSED_STATUS = 403  # what uvicorn answers a handshake closed before its accept
 ABORT_WAIT_S = 1.0
 _FLUSH: Message = {"type": "http.response.body", "body": b"", "more_body": True}
 
@@ -67,6 +76,13 @@ def _check_live_only(raw: bytes) -> Problem | None:
                 {"parameter": "at", "allowed": list(PARAMETERS)},
             )
     return None
+
+
+Answered = Callable[[int], None]
+
+
+def _uncounted(status: int) -> None:
+    del status
 
 
 class StreamEndpoint:
@@ -93,14 +109,18 @@ class StreamEndpoint:
         return selection
 
     # ------------------------------------------------------------------ SSE
-    async def sse(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """One Server-Sent Events response, until the client leaves or the worker stops."""
+    async def sse(
+        self, scope: Scope, receive: Receive, send: Send, answered: Answered = _uncounted
+    ) -> None:
+        """One Server-Sent Events response, until the client leaves or the worker stops.
+        `answered` is told the status once the answer has started."""
         selection = self.select(scope["query_string"])
         if isinstance(selection, Problem):
             response = problem_response(
                 selection, instance=scope["path"], headers={"API-Version": "2"}
             )
             await response(scope, receive, send)
+            answered(selection.kind.status)
             return
         last_event_id = next(
             (v.decode("latin-1") for k, v in scope["headers"] if k == b"last-event-id"), None
@@ -116,6 +136,7 @@ class StreamEndpoint:
                 subscriber.sent_seq = frame.seq  # the client holds it: nothing until a change
                 frame = None
             await send(_FLUSH if frame is None else _chunk(frame.sse))
+            answered(200)
             if frame is not None:
                 hub.mark_sent(subscriber, frame)
             writer = await _direct_writer(send)
@@ -157,19 +178,23 @@ class StreamEndpoint:
                 await send(_chunk(HEARTBEAT))
 
     # ------------------------------------------------------------------ WebSocket
-    async def ws(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """One WebSocket: the body as a text frame at once and on each change."""
+    async def ws(
+        self, scope: Scope, receive: Receive, send: Send, answered: Answered = _uncounted
+    ) -> None:
+        """One WebSocket: the body as a text frame at once and on each change. `answered` is
+        told the handshake's status (101, or the refusal's)."""
         if (await receive())["type"] != "websocket.connect":
             return
         selection = self.select(scope["query_string"])
         if isinstance(selection, Problem):
-            await _refuse(scope, send, selection)
+            answered(await _refuse(scope, send, selection))
             return
         hub = self.hub
         subscriber = hub.subscribe(selection, "ws")
         watcher = asyncio.create_task(_watch_ws(receive, subscriber))
         try:
             await send({"type": "websocket.accept", "headers": [(b"api-version", API_VERSION)]})
+            answered(101)
             await self._ws_loop(subscriber, send)
         except OSError:  # uvicorn's ClientDisconnected: the client went away mid-send
             pass
@@ -243,8 +268,9 @@ async def _watch_ws(receive: Receive, subscriber: Subscriber) -> None:
             return
 
 
-async def _refuse(scope: Scope, send: Send, problem: Problem) -> None:
-    """Refuse a WebSocket handshake: an HTTP problem+json where the server can send one."""
+async def _refuse(scope: Scope, send: Send, problem: Problem) -> int:
+    """Refuse a WebSocket handshake: an HTTP problem+json where the server can send one. Returns
+    the HTTP status the client gets."""
     if "websocket.http.response" in scope.get("extensions", {}):
         body = problem_body(problem, instance=scope["path"])
         headers = [
@@ -256,8 +282,9 @@ async def _refuse(scope: Scope, send: Send, problem: Problem) -> None:
         status = problem.kind.status
         await send({"type": "websocket.http.response.start", "status": status, "headers": headers})
         await send({"type": "websocket.http.response.body", "body": body})
-        return
+        return status
     await send({"type": "websocket.close", "code": WS_POLICY_VIOLATION, "reason": problem.detail})
+    return WS_REFUSED_STATUS
 
 
 class StreamResponse(Response):
@@ -276,15 +303,30 @@ class StreamResponse(Response):
 class PushFront:
     """ASGI app: GET /v2/stream and the /v2/ws WebSocket answered here, the rest by `app`."""
 
-    def __init__(self, app: ASGIApp, *, endpoint: StreamEndpoint) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        endpoint: StreamEndpoint,
+        request_metrics: RequestMetrics | None = None,
+    ) -> None:
         self.app = app
         self.endpoint = endpoint
+        self.request_metrics = request_metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path")
         if path == STREAM_PATH and scope["type"] == "http" and scope["method"] == "GET":
-            await self.endpoint.sse(scope, receive, send)
+            await self.endpoint.sse(scope, receive, send, self._counter(STREAM_PATH))
         elif path == WS_PATH and scope["type"] == "websocket":
-            await self.endpoint.ws(scope, receive, send)
+            await self.endpoint.ws(scope, receive, send, self._counter(WS_PATH))
         else:
             await self.app(scope, receive, send)
+
+    def _counter(self, path: str) -> Answered:
+        """Counts the answer of one stream of `path` in the request metrics (module docstring)."""
+        counts = self.request_metrics
+        if counts is None:
+            return _uncounted
+        started = perf_counter()
+        return lambda status: counts.record(path, status, perf_counter() - started)

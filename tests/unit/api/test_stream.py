@@ -299,6 +299,42 @@ async def test_a_bad_query_is_a_4xx_problem_on_both_transports(
         assert json.loads(response.body)["type"] == f"/problems/{slug}"
 
 
+def requests_counted(path: str, status: int) -> float:
+    labels = {"app_name": "ratesvc", "method": "GET", "path": path, "status_code": str(status)}
+    return REGISTRY.get_sample_value("ratesvc_http_requests_total", labels) or 0.0
+
+
+async def test_streams_are_counted_in_the_request_metrics_once_their_answer_starts(
+    settings: Settings, mirror: RateMirror
+) -> None:
+    """Operators see /v2/stream and /v2/ws in ratesvc_http_requests_total by status like every
+    other route, counted while the stream is still open (not hours later when it ends)."""
+    bad = "?direction=DOGE-USD"
+    cases = [("/v2/stream", 200), ("/v2/stream", 400), ("/v2/ws", 101), ("/v2/ws", 400)]
+    before = {case: requests_counted(*case) for case in cases}
+
+    def counted(path: str, status: int) -> Callable[[], bool]:
+        return lambda: requests_counted(path, status) == before[(path, status)] + 1
+
+    async with serve(create_app(settings, mirror=mirror)) as served:
+        async with sse(served.url, QUERY) as stream:
+            await stream.event()
+            await until(counted("/v2/stream", 200))
+        async with sse(served.url, bad) as stream:
+            await stream.response.aread()
+        await until(counted("/v2/stream", 400))
+        async with connect(f"ws://127.0.0.1:{served.port}/v2/ws{QUERY}") as ws:
+            await asyncio.wait_for(ws.recv(), WAIT_S)
+            await until(counted("/v2/ws", 101))
+        with pytest.raises(InvalidStatus):
+            async with connect(f"ws://127.0.0.1:{served.port}/v2/ws{bad}"):
+                pass
+        await until(counted("/v2/ws", 400))
+    assert {case: requests_counted(*case) - before[case] for case in cases} == dict.fromkeys(
+        cases, 1
+    )
+
+
 async def test_nothing_known_yet_is_a_503_problem(
     settings: Settings, empty_mirror: RateMirror
 ) -> None:
