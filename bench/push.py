@@ -57,6 +57,7 @@ class Delays:
     end_to_end: list[float] = field(default_factory=list)
     fan_out: list[float] = field(default_factory=list)
     missing: int = 0
+    per_change_p99: list[float] = field(default_factory=list)  # each change's own fan-out p99
 
 
 def parse_args() -> argparse.Namespace:
@@ -125,8 +126,10 @@ def delays(report: ClientReport, sent: dict[int, float], subscribers: int) -> De
         held = report.held.get(k, [])
         if held:
             first = min(held)
+            fan_out = [(t - first) * 1000 for t in held]
             result.end_to_end.extend((t - at) * 1000 for t in held)
-            result.fan_out.extend((t - first) * 1000 for t in held)
+            result.fan_out.extend(fan_out)
+            result.per_change_p99.append(pct(fan_out, 0.99))
         result.missing += subscribers - len(held)
     return result
 
@@ -160,6 +163,14 @@ def summarize(found: Delays) -> str:
     )
 
 
+def spread(found: Delays) -> str:
+    """How the changes of a phase differ: the median and range of their own fan-out p99s."""
+    if not found.per_change_p99:
+        return "none"
+    values = found.per_change_p99
+    return f"median {pct(values, 0.5):.0f} ms, {min(values):.0f}-{max(values):.0f} ms"
+
+
 def cpu_text(cpu: dict[str, float], seconds: float) -> str:
     """CPU shares in cores over the phase."""
     return ", ".join(f"{k} {v / seconds:.2f}" for k, v in cpu.items() if k != "steal")
@@ -184,7 +195,7 @@ def benchmark(topo: Topology, args: argparse.Namespace) -> str:  # pylint: disab
           f"event after {connect_s:.1f} s", flush=True)  # fmt: skip
     rss_after = {k: sum(rss_mib(p) for p in v) for k, v in pids.items()}
     alone = phase(topo, fleet, connected, 1, args)
-    print(f"fan-out alone: {summarize(alone[0])}", flush=True)
+    print(f"fan-out alone: {summarize(alone[0])}; per change p99 {spread(alone[0])}", flush=True)
     load = wrk(topo, args, int(args.changes * args.spacing_s) + 3)
     loaded = phase(topo, fleet, connected, 1 + args.changes, args)
     during = v1_rps(load, args.changes * args.spacing_s + 90)
@@ -227,6 +238,8 @@ def benchmark(topo: Topology, args: argparse.Namespace) -> str:  # pylint: disab
             f"(RSS {rss_before['workers']:.0f} -> {rss_after['workers']:.0f} MiB for both), "
             f"{per_sub['haproxy']:.1f} KiB in HAProxy "
             f"({rss_before['haproxy']:.0f} -> {rss_after['haproxy']:.0f} MiB).",
+            f"- Each change's own fan-out p99: alone {spread(alone[0])}; with wrk "
+            f"{spread(loaded[0])}.",
             f"- CPU (cores busy) during the fan-out alone: {cpu_text(alone[1], seconds)}; "
             f"with wrk: {cpu_text(loaded[1], seconds)}.",
             f"- Events received {final.events:,} ({final.bytes / 2**20:,.0f} MiB), heartbeats "
