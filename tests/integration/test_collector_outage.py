@@ -20,6 +20,7 @@ from prometheus_client import REGISTRY
 from redis.exceptions import RedisError
 
 from ratesvc.bus import LATEST, STREAM, TERM_FIELD, LeaseToken, RateBus
+from ratesvc.domain import Quote
 from ratesvc.embedded import EmbeddedRedis, free_port
 from ratesvc.sim import SimHandle, running_sim
 from ratesvc.sim.testing import SimControl, eventually
@@ -88,6 +89,19 @@ def changes(values: list[Decimal]) -> list[Decimal]:
     return [v for i, v in enumerate(values) if i == 0 or values[i - 1] != v]
 
 
+class WatchedBinance(BinanceSource):
+    """The Binance adapter, keeping the last BTCUSDT price it parsed for the collector."""
+
+    btc_usdt: Decimal | None = None
+
+    def parse(self, raw: str | bytes, *, received_ms: int) -> list[Quote]:
+        quotes = super().parse(raw, received_ms=received_ms)
+        for quote in quotes:
+            if quote.symbol == "BTC/USDT":
+                self.btc_usdt = quote.price
+        return quotes
+
+
 async def test_a_lone_collector_buffers_through_an_outage_and_flushes_in_order(
     server, client, make_settings, sim, ctl
 ):
@@ -103,7 +117,8 @@ async def test_a_lone_collector_buffers_through_an_outage_and_flushes_in_order(
         _env_file=None, ws_url=sim.binance_ws_url, rest_url=sim.binance_rest_url
     )
     stop = asyncio.Event()
-    task = asyncio.create_task(run_collector(settings, stop=stop, sources=[BinanceSource(options)]))
+    source = WatchedBinance(options)
+    task = asyncio.create_task(run_collector(settings, stop=stop, sources=[source]))
     try:
         await eventually(lambda: _latest_is(client, "70000"), WAIT_S)
         assert await RateBus(client).lease_holder() == LeaseToken("solo", 1)
@@ -112,8 +127,10 @@ async def test_a_lone_collector_buffers_through_an_outage_and_flushes_in_order(
         for price in OUTAGE_PRICES:
             buffered = gauge("ratesvc_collector_buffer_events")
             await ctl.set_prices(binance={"BTCUSDT": price})
-            await eventually(lambda b=buffered: gauge("ratesvc_collector_buffer_events") > b)
-            await asyncio.sleep(0.05)  # let the sim's book ticker for this price arrive
+            # the collector has taken this price (it derives and buffers in the same step as
+            # the parse) before the next one is set: every price is in the buffer, in order
+            await eventually(lambda p=Decimal(price): source.btc_usdt == p, WAIT_S)
+            assert gauge("ratesvc_collector_buffer_events") > buffered
         # the outage outlasts the lease: the collector no longer counts itself the publisher
         await eventually(lambda: gauge("ratesvc_collector_leader") == 0, WAIT_S)
         # it gives up locally a little before Redis would expire the key: outlast that too, so
