@@ -16,6 +16,7 @@ from websockets.asyncio.server import ServerConnection, serve
 
 from ratesvc.domain import Quote, SourceState, SourceStatus
 from ratesvc.errors import SourceError
+from ratesvc.sim.testing import eventually
 from ratesvc.sources.backoff import Backoff
 from ratesvc.sources.binance import BinanceOptions, BinanceSource
 from ratesvc.sources.supervise import supervise
@@ -167,7 +168,7 @@ async def test_server_shutdown_rotates_without_a_gap() -> None:
     info = ExchangeInfo({"BTCUSDT": "TRADING", "ETHUSDT": "TRADING"})
     async with binance_server([BTC, SHUTDOWN], [ETH]) as (url, events):
         quotes, statuses = await run_until(make_source(url, info), lambda q: len(q) == 2)
-        await asyncio.sleep(0.05)  # let the server notice the old socket's close
+        await eventually(lambda: "closed 1" in events, 5)  # the server saw the old socket close
     opened_second = events.index(next(e for e in events if e.startswith("open 2")))
     assert opened_second < events.index("closed 1")  # new connection first, then the old closed
     assert symbols_seen(quotes) == {"BTC/USDT", "ETH/USDT"}
