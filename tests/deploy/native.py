@@ -188,7 +188,8 @@ def exported_metric_names() -> set[str]:
     for path in SRC.rglob("*.py"):
         text = path.read_text(encoding="utf-8")
         names.update(re.findall(r"[\"'](ratesvc_[a-z0-9_]+)[\"']", text))
-        for prefix in re.findall(r"prefix=[\"'](ratesvc_[a-z0-9_]+)[\"']", text):
+        # starlette-exporter's `prefix=` argument, or the constant passed as it
+        for prefix in re.findall(r"prefix\s*=\s*[\"'](ratesvc_[a-z0-9_]+)[\"']", text, re.I):
             names.update(
                 f"{prefix}_{suffix}"
                 for suffix in ("requests_total", "request_duration_seconds", "requests_in_progress")

@@ -50,7 +50,8 @@ from ratesvc.store.history import HistoryReader
 ENV_FILE_VARIABLE = "RATESVC_ENV_FILE"
 MULTIPROC_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
 # starlette-exporter's request metrics: ratesvc_http_requests_total{app_name="ratesvc", ...}
-METRICS_APP_NAME, METRICS_PREFIX = "ratesvc", "ratesvc_http"
+METRICS_APP_NAME = "ratesvc"
+METRICS_PREFIX = "ratesvc_http"
 
 DESCRIPTION = """Current exchange rates of eight directions from Binance and CoinGecko.
 
