@@ -138,11 +138,14 @@ def phase(
     topo: Topology, fleet: Fleet, connected: int, first: int, args: argparse.Namespace
 ) -> tuple[Delays, dict[str, float]]:
     """One phase of changes; waits (bounded) until every subscriber holds the last one."""
-    meter = CpuMeter({"haproxy": haproxy_pids(topo), "workers": [d.proc.pid for d in topo.api]})
+    pids = {"haproxy": haproxy_pids(topo), "workers": [d.proc.pid for d in topo.api]}
+    events_before = fleet.progress().events
+    meter = CpuMeter(pids | {"load generator": fleet.pids})
     sent = changes(topo, first, args.changes, args.spacing_s)
     last = first + args.changes - 1
     report = fleet.wait_until(lambda p: p.held.get(last, 0) >= connected, timeout_s=15)
     cpu = meter.stop()
+    cpu["events"] = report.events - events_before
     return delays(report, sent, connected), cpu
 
 
@@ -172,8 +175,14 @@ def spread(found: Delays) -> str:
 
 
 def cpu_text(cpu: dict[str, float], seconds: float) -> str:
-    """CPU shares in cores over the phase."""
-    return ", ".join(f"{k} {v / seconds:.2f}" for k, v in cpu.items() if k != "steal")
+    """CPU shares in cores over the phase, and per event pushed for the processes on its path."""
+    cores = ", ".join(
+        f"{k} {v / seconds:.2f}" for k, v in cpu.items() if k not in ("steal", "events")
+    )
+    events = max(cpu.get("events", 0.0), 1.0)
+    path = ("haproxy", "workers", "load generator")
+    per_event = ", ".join(f"{k} {cpu[k] / events * 1e6:.1f}" for k in path if k in cpu)
+    return f"{cores} (µs per event: {per_event}; {cpu.get('events', 0):,.0f} events)"
 
 
 def benchmark(topo: Topology, args: argparse.Namespace) -> str:  # pylint: disable=too-many-locals
