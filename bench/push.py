@@ -134,9 +134,18 @@ def delays(report: ClientReport, sent: dict[int, float], subscribers: int) -> De
     return result
 
 
+@dataclass
+class Phase:
+    """One phase's delays, CPU seconds per process group (CpuMeter) and events received."""
+
+    delays: Delays
+    cpu: dict[str, float]
+    events: int
+
+
 def phase(
     topo: Topology, fleet: Fleet, connected: int, first: int, args: argparse.Namespace
-) -> tuple[Delays, dict[str, float]]:
+) -> Phase:
     """One phase of changes; waits (bounded) until every subscriber holds the last one."""
     pids = {"haproxy": haproxy_pids(topo), "workers": [d.proc.pid for d in topo.api]}
     events_before = fleet.progress().events
@@ -145,8 +154,7 @@ def phase(
     last = first + args.changes - 1
     report = fleet.wait_until(lambda p: p.held.get(last, 0) >= connected, timeout_s=15)
     cpu = meter.stop()
-    cpu["events"] = report.events - events_before
-    return delays(report, sent, connected), cpu
+    return Phase(delays(report, sent, connected), cpu, report.events - events_before)
 
 
 def quantiles(values: list[float]) -> str:
@@ -174,15 +182,14 @@ def spread(found: Delays) -> str:
     return f"median {pct(values, 0.5):.0f} ms, {min(values):.0f}-{max(values):.0f} ms"
 
 
-def cpu_text(cpu: dict[str, float], seconds: float) -> str:
+def cpu_text(found: Phase, seconds: float) -> str:
     """CPU shares in cores over the phase, and per event pushed for the processes on its path."""
-    cores = ", ".join(
-        f"{k} {v / seconds:.2f}" for k, v in cpu.items() if k not in ("steal", "events")
-    )
-    events = max(cpu.get("events", 0.0), 1.0)
+    cpu = found.cpu
+    cores = ", ".join(f"{k} {v / seconds:.2f}" for k, v in cpu.items() if k != "steal")
     path = ("haproxy", "workers", "load generator")
-    per_event = ", ".join(f"{k} {cpu[k] / events * 1e6:.1f}" for k in path if k in cpu)
-    return f"{cores} (µs per event: {per_event}; {cpu.get('events', 0):,.0f} events)"
+    events = max(found.events, 1)
+    per_event = ", ".join(f"{k} {cpu[k] / events * 1e6:.1f}" for k in path)
+    return f"{cores} (µs per event: {per_event}; {found.events:,} events)"
 
 
 def benchmark(topo: Topology, args: argparse.Namespace) -> str:  # pylint: disable=too-many-locals
@@ -204,11 +211,14 @@ def benchmark(topo: Topology, args: argparse.Namespace) -> str:  # pylint: disab
           f"event after {connect_s:.1f} s", flush=True)  # fmt: skip
     rss_after = {k: sum(rss_mib(p) for p in v) for k, v in pids.items()}
     alone = phase(topo, fleet, connected, 1, args)
-    print(f"fan-out alone: {summarize(alone[0])}; per change p99 {spread(alone[0])}", flush=True)
+    print(
+        f"fan-out alone: {summarize(alone.delays)}; per change p99 {spread(alone.delays)}",
+        flush=True,
+    )
     load = wrk(topo, args, int(args.changes * args.spacing_s) + 3)
     loaded = phase(topo, fleet, connected, 1 + args.changes, args)
     during = v1_rps(load, args.changes * args.spacing_s + 90)
-    print(f"fan-out + wrk: {summarize(loaded[0])}; v1 {during[0]:,.0f} req/s", flush=True)
+    print(f"fan-out + wrk: {summarize(loaded.delays)}; v1 {during[0]:,.0f} req/s", flush=True)
     final = fleet.stop()
     seconds = args.changes * args.spacing_s
     per_sub = {k: (rss_after[k] - rss_before[k]) * 1024 / max(connected, 1) for k in rss_before}
@@ -236,8 +246,8 @@ def benchmark(topo: Topology, args: argparse.Namespace) -> str:  # pylint: disab
             "| phase | end to end p50 | p99 | max | fan-out p50 | p99 | max "
             f"| fan-outs within {TARGET_MS:.0f} ms | never held |",
             "|---|---|---|---|---|---|---|---|---|",
-            f"| fan-out alone | {summarize(alone[0])} |",
-            f"| fan-out + wrk on v1 `/courses` | {summarize(loaded[0])} |",
+            f"| fan-out alone | {summarize(alone.delays)} |",
+            f"| fan-out + wrk on v1 `/courses` | {summarize(loaded.delays)} |",
             "",
             f"- v1 `/courses` through the same HAProxy, wrk -c{args.wrk_connections}: "
             f"{baseline[0]:,.0f} req/s without subscribers (p99 {baseline[1]:.1f} ms, "
@@ -247,10 +257,10 @@ def benchmark(topo: Topology, args: argparse.Namespace) -> str:  # pylint: disab
             f"(RSS {rss_before['workers']:.0f} -> {rss_after['workers']:.0f} MiB for both), "
             f"{per_sub['haproxy']:.1f} KiB in HAProxy "
             f"({rss_before['haproxy']:.0f} -> {rss_after['haproxy']:.0f} MiB).",
-            f"- Each change's own fan-out p99: alone {spread(alone[0])}; with wrk "
-            f"{spread(loaded[0])}.",
-            f"- CPU (cores busy) during the fan-out alone: {cpu_text(alone[1], seconds)}; "
-            f"with wrk: {cpu_text(loaded[1], seconds)}.",
+            f"- Each change's own fan-out p99: alone {spread(alone.delays)}; with wrk "
+            f"{spread(loaded.delays)}.",
+            f"- CPU (cores busy) during the fan-out alone: {cpu_text(alone, seconds)}; "
+            f"with wrk: {cpu_text(loaded, seconds)}.",
             f"- Events received {final.events:,} ({final.bytes / 2**20:,.0f} MiB), heartbeats "
             f"{final.heartbeats:,}, connections lost before the end {final.failed:,}.",
         ]

@@ -78,9 +78,8 @@ class Progress:
 class _Client:
     """One client process's subscribers, read with select.epoll (edge-triggered): per ready socket
     one recv_into and a search for the marker in place (no event loop, no HTTP library, no JSON,
-    no copy). The load generator
-    shares the cores with the service it measures, so every microsecond per event here is one
-    taken from the service."""
+    no copy). The load generator shares the cores with the service it measures, so every
+    microsecond per event here is one taken from the service."""
 
     def __init__(self, host: str, port: int, path: str, marker: Marker) -> None:
         self.host, self.port, self.marker = host, port, marker
